@@ -1,0 +1,1 @@
+"""Video datasets in the published layout root/{train,test}/<video>."""
