@@ -114,6 +114,9 @@ def register_schema(family: str, schema: dict[str, Any], detect) -> None:
 
 def model_family(raw: Mapping[str, Any]) -> str:
     """Which schema a raw config belongs to ('tpsmm' unless a registered family claims it)."""
+    mp = raw.get("model_params") if isinstance(raw, Mapping) else None
+    if isinstance(mp, Mapping) and "kp_detector_params" in mp and "fomm" not in _SCHEMAS:
+        import modules.fomm  # noqa: F401  (registers the FOMM schema; lazy to avoid an import cycle)
     for family, detect in _DETECTORS:
         if detect(raw):
             return family
