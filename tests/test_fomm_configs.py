@@ -62,6 +62,11 @@ def parse_layout() -> tuple[dict, dict, dict, dict]:
 VOX, DIFFS, ORDER, COUNTS = parse_layout()
 
 
+def read_yaml(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
 def build_meta(path: str) -> dict:
     with torch.device("meta"):
         return build_models(path)
@@ -115,7 +120,7 @@ def test_parameter_order_matches_published_optimizer_states():
 
 
 def test_published_configs_load_unchanged_and_strictly(tmp_path):
-    raw = yaml.safe_load(open(os.path.join(ROOT, "config", "fomm", "vox-256.yaml"), encoding="utf-8"))
+    raw = read_yaml(os.path.join(ROOT, "config", "fomm", "vox-256.yaml"))
     config = load_config(os.path.join(ROOT, "config", "fomm", "vox-256.yaml"))
     for section in ("common_params", "kp_detector_params", "discriminator_params"):
         for key, value in raw["model_params"][section].items():
@@ -136,6 +141,6 @@ def test_mgif_single_jacobian_map_shares_four_maps():
 
 def test_tpsmm_configs_are_still_tpsmm():
     for path in glob.glob(os.path.join(ROOT, "config", "*.yaml")):
-        raw = yaml.safe_load(open(path, encoding="utf-8"))
+        raw = read_yaml(path)
         if "kp_detector_params" not in (raw.get("model_params") or {}):
             assert load_config(path)["model_family"] == "tpsmm", path
