@@ -171,3 +171,27 @@ def test_checkpoint_state_dict_shapes_and_round_trip(io, models, tmp_path):
     for name in models:
         for (k, a), b in zip(models[name].state_dict().items(), again[name].state_dict().values()):
             assert torch.equal(a, b), f"{name}.{k}"
+
+
+def test_animator_with_explicit_anchor_matches_whole_video(io, models):
+    """Streaming from frame 1 with frame 0 as the anchor gives the same frames as animating the whole video."""
+    drv = io["inputs"]["driving"]
+    animator = FOMMAnimator(models, io["inputs"]["source"], mode="relative", anchor=drv[:1])
+    got = torch.cat([animator(drv[1:2]), animator(drv[2:3])])
+    expected = torch.cat([f["prediction"] for f in io["animation"]["relative_adapt"]["frames"][1:]])
+    close(got, expected, TOL, "anchored stream")
+
+
+def test_weight_recipe_reproduces_the_fixture_checkpoint(io):
+    """modules.fomm.weight_recipe fills tiny models bit-exactly as fomm_tiny.pth.tar (seeded full-size models for benches)."""
+    from modules.fomm.weight_recipe import fill_fomm_models
+
+    filled = fill_fomm_models(build_models(CONFIG))
+    reference = torch.load(CHECKPOINT, weights_only=True)
+    for name, module in filled.items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, reference[name][key]), f"{name}.{key}"
+    for key, check in io["hash_check"].items():
+        top, rest = key.split(".", 1)
+        got = filled[top].state_dict()[rest].flatten()[:8]
+        assert torch.equal(got, check["first8_value"]), key

@@ -68,12 +68,13 @@ class FOMMAnimator:
     """Animate one source image (1, C, H, W) with a stream of FOMM driving frames.
 
     models: {'kp_detector', 'generator', ...} from `modules.build_models` (weights loaded,
-    eval mode). The first driving frame seen is the relative-mode anchor.
+    eval mode). The relative-mode anchor is `anchor`, or else the first driving frame seen.
     """
 
     def __init__(self, models: dict[str, nn.Module], source: torch.Tensor, mode: str = "relative",
                  use_relative_movement: bool | None = None, use_relative_jacobian: bool | None = None,
-                 adapt_movement_scale: bool | None = None):
+                 adapt_movement_scale: bool | None = None, anchor: torch.Tensor | None = None):
+        """`anchor` (1, C, H, W): the relative-mode reference frame; default: the first driving frame seen."""
         self.relative, self.relative_jacobian, self.adapt = resolve_options(
             mode, use_relative_movement, use_relative_jacobian, adapt_movement_scale)
         for name in ("kp_detector", "generator"):
@@ -88,7 +89,10 @@ class FOMMAnimator:
             self.encoded = self.generator.encode(source)
             dense = self.generator.dense_motion_network
             self.source_down = dense.downsample(source) if dense is not None else None
-        self.kp_initial: dict | None = None
+            self.kp_initial: dict | None = None
+            if anchor is not None:
+                _check_frames("anchor", anchor, batch_one=True)
+                self.kp_initial = self.kp_detector(anchor)
 
     @torch.inference_mode()
     def keypoints(self, driving: torch.Tensor) -> dict:

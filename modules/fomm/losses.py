@@ -48,11 +48,14 @@ class FOMMGeneratorFull(nn.Module):
         super().__init__()
         self.kp_extractor = models["kp_detector"]
         self.generator = models["generator"]
-        self.discriminator = models["discriminator"]
         self.train_params = train_params
-        self.scales = list(train_params["scales"])
-        self.disc_scales = list(self.discriminator.scales)
         self.loss_weights = train_params["loss_weights"]
+        self.scales = list(train_params["scales"])
+        # the discriminator is a submodule only when the generator is trained against it, so that
+        # DDP never sees parameters that get no gradient
+        use_gan = self.loss_weights["generator_gan"] != 0
+        self.discriminator = models["discriminator"] if use_gan else None
+        self.disc_scales = list(models["discriminator"].scales) if use_gan else []
         # one pyramid serves the perceptual loss and the discriminator (the reference reads the
         # discriminator's scales from the perceptual pyramid; here they may also differ)
         pyramid_scales = {str(s): s for s in self.scales + self.disc_scales}
