@@ -160,9 +160,9 @@ def reconstruct_video(models: Mapping[str, nn.Module], path: str, size: tuple[in
                 source_u8 = to_uint8(driving[:1])[0]
             prediction = reconstructor(driving).float().clamp(0, 1)  # T x 3 x H x W
             pred_u8 = to_uint8(prediction)  # T x H x W x 3
-            png = torch.from_numpy(pred_u8).to(device).permute(0, 3, 1, 2).double() / 255.0
+            png = resize_frames(pred_u8, size).to(device)  # T x 3 x H x W, float32 k/255 as read back
             l1 += (prediction.double() - driving.double()).abs().mean(dim=(1, 2, 3)).tolist()
-            l1_png += (png - driving.double()).abs().mean(dim=(1, 2, 3)).tolist()
+            l1_png += (png.double() - driving.double()).abs().mean(dim=(1, 2, 3)).tolist()
             writers[0].write_batch(pred_u8)
             if mp4_path is not None:
                 driving_u8 = to_uint8(driving)

@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config_path = args.config
         gt = os.path.abspath(ground_truth.rstrip("/"))
         dataset_name = os.path.dirname(gt) if os.path.basename(gt) in ("test", "train") else gt
+    for folder in (generated, ground_truth):
+        if not os.path.isdir(folder):
+            raise MediaError(f"folder not found: {folder}")
     config = load_config(config_path if config_path else {})
     params = config["evaluation_params"]
     kind = args.kind or params["kind"]

@@ -139,6 +139,7 @@ class _DlibFace(_Lazy):
     def __init__(self):
         super().__init__()
         self.version = _dist_version("dlib-bin", "dlib")
+        self._recent: list = []
 
     def _load(self) -> None:
         dlib = _import("dlib", "dlib-bin")
@@ -150,10 +151,18 @@ class _DlibFace(_Lazy):
         self.descriptor = dlib.face_recognition_model_v1(os.path.join(models, "dlib_face_recognition_resnet_model_v1.dat"))
 
     def rects(self, frame: np.ndarray) -> list:
-        """dlib rectangles, largest first."""
+        """dlib rectangles, largest first (the last few frames' answers are reused: landmarks
+        and embedding of one frame share one HOG pass)."""
         self._ensure()
-        rects = list(self.detector(frame, _dlib_upsample(frame)))
-        return sorted(rects, key=lambda r: r.area(), reverse=True)
+        key = (frame.shape, hash(frame.tobytes()))
+        with self._lock:
+            for k, rects in self._recent:
+                if k == key:
+                    return rects
+        rects = sorted(self.detector(frame, _dlib_upsample(frame)), key=lambda r: r.area(), reverse=True)
+        with self._lock:
+            self._recent = ([(key, rects)] + self._recent)[:4]
+        return rects
 
 
 @functools.lru_cache(maxsize=None)

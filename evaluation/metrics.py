@@ -26,7 +26,6 @@ import os
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
-import torch
 
 from evaluation.videos import batches, list_videos, resize_frames, to_uint8
 from utils.video import MediaError, open_video
@@ -212,9 +211,9 @@ class Evaluator:
         size = (gen_reader.height, gen_reader.width)
         acc = MetricAccumulator()
         for gen, gt in zip(batches(iter(gen_reader), batch_size), batches(iter(gt_reader), batch_size)):
-            gen_f = torch.from_numpy(gen).permute(0, 3, 1, 2).double() / 255.0  # n x 3 x h x w
+            gen_f = resize_frames(gen, size)  # n x 3 x h x w, float32 k/255 (no resize: same size)
             gt_f = resize_frames(gt, size)  # n x 3 x h x w, float32 as the model saw it
-            acc.add_l1((gen_f - gt_f.double()).abs().mean(dim=(1, 2, 3)).tolist())
+            acc.add_l1((gen_f.double() - gt_f.double()).abs().mean(dim=(1, 2, 3)).tolist())
             if self.kind != "none":
                 gt_u8 = to_uint8(gt_f)
                 for p, g in zip(gen, gt_u8):
