@@ -1,0 +1,306 @@
+"""The web page (app.py) end to end: a real server, driven by headless Chromium (Debian's chromium + chromedriver).
+
+One server (a subprocess running `python app.py ...` with the tiny random-weight model) serves
+every test in this file. Screenshots go to $TEST_OUTPUT_DIR/app/ when set, else to pytest's tmp folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "web", "examples")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+UPLOAD_LIMIT_MB = 1.0           # the server's --max_file_size in these tests
+CLIP_FRAMES = 12                # the driving clip the browser uploads
+SERVER_START_TIMEOUT = 300      # s; a slow, busy 2-core machine imports torch + gradio slowly
+RUN_TIMEOUT = 300               # s; one animation of a few 64 px frames, queue included
+UI_TIMEOUT = 90                 # s; page loads, uploads, messages
+
+
+# ----------------------------------------------------------------------------- helpers
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _cut_clip(src: str, dst: str, frames: int) -> str:
+    """The first `frames` frames of `src` (audio kept) as an H.264 mp4."""
+    from utils.media import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", src, "-frames:v", str(frames), "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", dst], check=True, timeout=120)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def output_dir(tmp_path_factory) -> str:
+    folder = os.environ.get("TEST_OUTPUT_DIR")
+    folder = os.path.join(folder, "app") if folder else str(tmp_path_factory.mktemp("app_output"))
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_checkpoint, tiny_config_path):
+    """`python app.py` on a free port, offering the tiny model found by the checkpoints/ + config/ scan."""
+    base = tmp_path_factory.mktemp("app_server")
+    (base / "checkpoints").mkdir()
+    (base / "config").mkdir()
+    shutil.copy(tiny_checkpoint, base / "checkpoints" / "tiny.pth.tar")
+    shutil.copy(tiny_config_path, base / "config" / "tiny-64.yaml")   # found by the <name>*.yaml rule
+    port = _free_port()
+    env = dict(os.environ, GRADIO_TEMP_DIR=str(base / "gradio"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
+    log_path = base / "server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "--port", str(port), "--device", "cpu",
+                             "--checkpoints_dir", str(base / "checkpoints"), "--config_dir", str(base / "config"),
+                             "--max_file_size", str(UPLOAD_LIMIT_MB)],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + SERVER_START_TIMEOUT
+    try:
+        while not _http_ok(url):
+            if proc.poll() is not None:
+                raise AssertionError(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            if time.time() > deadline:
+                raise AssertionError(f"app.py not serving after {SERVER_START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(1.0)
+        yield {"url": url, "proc": proc, "log": log_path, "dir": base}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    """Headless Chromium through chromedriver, offline-friendly flags, a fresh profile, network log on."""
+    assert os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER), (
+        "chromium and chromedriver are needed: `make browser-deps` (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-extensions", "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(UI_TIMEOUT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver, condition, timeout: float, what: str):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.5).until(condition)
+    except TimeoutException:
+        body = driver.find_element("tag name", "body").text[-1500:]
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}; page text ends with:\n{body}") from None
+
+
+def _open(driver, server) -> None:
+    driver.get(server["url"])
+    _wait(driver, lambda d: d.find_elements("css selector", "#source_image input[type=file]")
+          and d.find_elements("css selector", "#driving_video input[type=file]"), UI_TIMEOUT, "the page to load")
+
+
+def _upload(driver, component: str, path: str) -> None:
+    driver.find_element("css selector", f"#{component} input[type=file]").send_keys(os.path.abspath(path))
+
+
+def _page_has(driver, text: str, timeout: float = UI_TIMEOUT) -> None:
+    _wait(driver, lambda d: text in d.find_element("tag name", "body").text, timeout, repr(text))
+
+
+def _requested_urls(driver) -> set[str]:
+    urls = set()
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] in ("Network.requestWillBeSent", "Network.webSocketCreated"):
+            url = message["params"].get("request", {}).get("url") or message["params"].get("url", "")
+            urls.add(url)
+    return urls
+
+
+# ----------------------------------------------------------------------------- tests
+def test_browser_upload_animate_and_download(server, browser, output_dir, tmp_path):
+    """Upload the built-in photo and (the first frames of) a built-in video, animate, get the video back."""
+    from utils.media import has_audio
+    from utils.video import open_video
+
+    clip = _cut_clip(os.path.join(EXAMPLES, "single_face.mp4"), str(tmp_path / "driving.mp4"), CLIP_FRAMES)
+    assert open_video(clip).num_frames == CLIP_FRAMES
+    _open(browser, server)
+    model = browser.execute_script("return document.querySelector('#model input').value")
+    assert model.startswith("tiny (") and "tiny-64.yaml" in model  # the checkpoints/ + config/ scan found it
+    _upload(browser, "source_image", os.path.join(EXAMPLES, "astronaut.png"))
+    _page_has(browser, "astronaut.png: 256x256")
+    _upload(browser, "driving_video", clip)
+    _page_has(browser, f"driving.mp4: {CLIP_FRAMES} frames")
+    browser.find_element("id", "animate_button").click()
+    _page_has(browser, "Done in", RUN_TIMEOUT)
+    _wait(browser, lambda d: d.execute_script(
+        "const v = document.querySelector('#result_video video'); return v && v.readyState >= 2 && v.duration > 0"),
+        UI_TIMEOUT, "the result video to be playable in the page")
+    width, height = browser.execute_script(
+        "const v = document.querySelector('#result_video video'); return [v.videoWidth, v.videoHeight]")
+    assert (width, height) == (64, 64)
+    assert browser.find_elements("css selector", "#side_by_side_video video")
+    shot = os.path.join(output_dir, "app_result.png")
+    assert browser.save_screenshot(shot) and os.path.getsize(shot) > 10_000
+
+    # The result as a user downloads it: the driving clip's frame count and its audio track.
+    src = browser.find_element("css selector", "#result_video video").get_attribute("src")
+    assert urllib.parse.urlparse(src).hostname == "127.0.0.1"
+    result = str(tmp_path / "result.mp4")
+    urllib.request.urlretrieve(src, result)
+    assert open_video(result).num_frames == CLIP_FRAMES
+    assert has_audio(result)
+    assert f"Result: {CLIP_FRAMES} frames" in browser.find_element("id", "status").text
+
+    # Offline: the page asked nothing of any host but this server.
+    external = sorted(u for u in _requested_urls(browser)
+                      if urllib.parse.urlparse(u).scheme in ("http", "https", "ws", "wss")
+                      and urllib.parse.urlparse(u).hostname not in ("127.0.0.1", "localhost"))
+    assert not external, f"the page requested outside URLs: {external[:5]}"
+
+
+def test_browser_bad_uploads_show_messages(server, browser, output_dir, tmp_path):
+    """Not an image, an empty video, a damaged video, a file over the limit: a message each; the server lives on."""
+    not_image = tmp_path / "holiday.png"
+    not_image.write_text("this is text, not a picture\n")
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(os.urandom(50_000))
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(os.urandom(int(UPLOAD_LIMIT_MB * 1e6) + 200_000))
+
+    _open(browser, server)
+    _upload(browser, "source_image", str(not_image))
+    _page_has(browser, "holiday.png is not an image this app can read")
+    browser.save_screenshot(os.path.join(output_dir, "app_bad_upload.png"))
+    _upload(browser, "driving_video", str(empty))
+    _page_has(browser, "empty.mp4 is empty (0 bytes)")
+
+    _open(browser, server)
+    _upload(browser, "driving_video", str(damaged))
+    _page_has(browser, "damaged.mp4 is not a video this app can read")
+
+    _open(browser, server)
+    _upload(browser, "source_image", str(huge))
+    _page_has(browser, "exceed the maximum allowed size")
+
+    # Animate with nothing uploaded: a message, not a crash.
+    _open(browser, server)
+    browser.find_element("id", "animate_button").click()
+    _page_has(browser, "Please upload a source image")
+
+    assert server["proc"].poll() is None, server["log"].read_text()[-3000:]
+    assert _http_ok(server["url"])
+    assert "Traceback" not in server["log"].read_text()
+
+
+def test_two_users_at_once_both_get_their_results(server, tmp_path):
+    """Two clients submit at the same moment; the queue runs both and each gets its own video."""
+    from gradio_client import Client, handle_file
+
+    from utils.video import open_video
+
+    frames = {"a": 6, "b": 9}
+    clips = {k: _cut_clip(os.path.join(EXAMPLES, "carphone.mp4"), str(tmp_path / f"{k}.mp4"), n) for k, n in frames.items()}
+    clients = {k: Client(server["url"], verbose=False) for k in frames}
+    jobs = {k: clients[k].submit(handle_file(os.path.join(EXAMPLES, "astronaut.png")), handle_file(clips[k]), "tiny",
+                                 "standard", "none", False, False, api_name="/animate") for k in frames}
+    for k, job in jobs.items():
+        result, side_by_side, status = job.result(timeout=RUN_TIMEOUT)
+        assert open_video(result).num_frames == frames[k], status
+        assert side_by_side is None
+        assert f"{k}.mp4: {frames[k]} frames" in status
+
+
+def test_bad_request_through_the_api_is_a_message(server, tmp_path):
+    """The same checks guard the API: a text file as the source image is refused with the message."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    text = tmp_path / "photo.jpg"
+    text.write_text("not a jpeg")
+    client = Client(server["url"], verbose=False)
+    with pytest.raises(AppError, match="photo.jpg is not an image"):
+        client.predict(handle_file(str(text)), handle_file(os.path.join(EXAMPLES, "carphone.mp4")), "tiny",
+                       "relative", "centre", False, True, api_name="/animate")
+
+
+# ----------------------------------------------------------------------------- model discovery, options
+def test_find_models_matches_configs(tmp_path, tiny_checkpoint, tiny_config_path):
+    import app
+    import torch
+
+    ckpts, configs = tmp_path / "checkpoints", tmp_path / "config"
+    (ckpts / "fomm").mkdir(parents=True)
+    (configs / "fomm").mkdir(parents=True)
+    for name in ("vox", "demo", "fomm/vox-adv", "embedded", "orphan", "beside"):
+        shutil.copy(tiny_checkpoint, ckpts / f"{name}.pth.tar")
+    for name in ("vox-256", "vox-256-long", "demo", "fomm/vox-256", "fomm/vox-adv-256"):
+        shutil.copy(tiny_config_path, configs / f"{name}.yaml")
+    shutil.copy(tiny_config_path, ckpts / "beside.yaml")
+    data = torch.load(tiny_checkpoint, weights_only=True)
+    data["config"] = {"dataset_params": {"frame_shape": [64, 64, 3]}}
+    torch.save(data, ckpts / "embedded.pth.tar")
+
+    models = app.find_models(str(ckpts), str(configs))
+    assert sorted(models) == ["beside", "demo", "embedded", "fomm/vox-adv", "vox"]
+    assert models["vox"].config == str(configs / "vox-256.yaml")           # shortest <name>*.yaml
+    assert models["demo"].config == str(configs / "demo.yaml")             # exact name first
+    assert models["fomm/vox-adv"].config == str(configs / "fomm" / "vox-adv-256.yaml")  # same sub-folder
+    assert models["beside"].config == str(ckpts / "beside.yaml")           # a yaml next to the checkpoint
+    assert models["embedded"].config == data["config"]                     # stored in the checkpoint
+    assert models["vox"].checkpoint == str(ckpts / "vox.pth.tar")
+    assert app.find_models(str(tmp_path / "missing"), str(configs)) == {}
+
+
+def test_command_line_options(tmp_path, capsys, tiny_checkpoint, tiny_config_path):
+    import app
+
+    assert app.parse_size("1") == 1_000_000 and app.parse_size("500kb") == 500_000
+    assert app.parse_size("2gb") == 2_000_000_000 and app.parse_size("0") is None
+    choice = app.parse_model_spec(f"mine={tiny_config_path}:{tiny_checkpoint}")
+    assert (choice.name, choice.config, choice.checkpoint) == ("mine", tiny_config_path, tiny_checkpoint)
+    assert app.parse_model_spec(f"{tiny_config_path}:{tiny_checkpoint}").name == "tiny"
+    assert app.main(["--model", f"{tiny_config_path}:{tmp_path / 'nope.pth.tar'}"]) == 2
+    assert "error: --model" in capsys.readouterr().err
+    assert app.main(["--device", "tpu9"]) == 2
+    assert "error:" in capsys.readouterr().err
