@@ -18,7 +18,7 @@ import sys
 from typing import Any, Mapping, Optional
 
 from evaluation.detectors import BODY_BACKENDS, FACE_BACKENDS, DetectorError
-from evaluation.metrics import KINDS, evaluate, format_summary, guess_kind
+from evaluation.metrics import KINDS, default_cache_dir, evaluate, format_summary, guess_kind
 from utils.config import ConfigError, load_config
 from utils.video import MediaError
 
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="device for face-alignment (cpu, cuda)")
     parser.add_argument("--batch_size", type=int, help="frames read at a time")
     parser.add_argument("--max_videos", type=int, help="only the first N videos")
+    parser.add_argument("--cache_dir", help="keep ground-truth detections here between runs "
+                                            "(default $XDG_CACHE_HOME/tpsmm-eval or ~/.cache/tpsmm-eval)")
+    parser.add_argument("--no_cache", action="store_true", help="run the detectors on the ground truth every time")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -109,7 +112,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       face_backend=args.face_backend or params["face_backend"],
                       body_backend=args.body_backend or params["body_backend"], device=args.device,
                       batch_size=args.batch_size or params["batch_size"], max_videos=args.max_videos,
-                      progress=not args.quiet)
+                      progress=not args.quiet,
+                      cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()))
     if recon:
         result["reconstruction"] = {k: recon.get(k) for k in ("checkpoint", "epoch", "l1", "l1_png", "frames",
                                                               "model_family", "frame_shape")}

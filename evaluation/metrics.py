@@ -22,6 +22,7 @@ comparable: every result records the backends and their versions.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 from typing import Any, Callable, Iterable, Mapping, Optional
 
@@ -194,22 +195,50 @@ class Evaluator:
         # Only the papers' own detector (FAN) gives face AKD comparable to published tables.
         self.info["akd_comparable_to_papers"] = (kind == "face" and face_backend == "face-alignment")
 
+    def features(self, frame: np.ndarray) -> dict[str, Any]:
+        """Detections of one (H, W, 3) uint8 frame: keypoints (points, detected) and identity embedding."""
+        out: dict[str, Any] = {}
+        if self.keypoints is not None:
+            out["keypoints"] = self.keypoints(frame)
+        if self.embedder is not None:
+            out["identity"] = self.embedder(frame)
+        return out
+
+    def accumulate(self, gen: Mapping[str, Any], gt: Mapping[str, Any], acc: MetricAccumulator) -> None:
+        if "keypoints" in gt:
+            acc.add_keypoints(gt["keypoints"], gen["keypoints"])
+        if "identity" in gt:
+            acc.add_identity(gt["identity"], gen["identity"])
+
     def compare_frames(self, gen_u8: np.ndarray, gt_u8: np.ndarray, acc: MetricAccumulator) -> None:
         """Detector metrics of one pair of (H, W, 3) uint8 frames."""
-        if self.keypoints is not None:
-            acc.add_keypoints(self.keypoints(gt_u8), self.keypoints(gen_u8))
-        if self.embedder is not None:
-            acc.add_identity(self.embedder(gt_u8), self.embedder(gen_u8))
+        self.accumulate(self.features(gen_u8), self.features(gt_u8), acc)
+
+    def cache_key(self, ground_truth: str, size: tuple[int, int]) -> str:
+        """Names the ground truth's detections: file identity, frame size and detector versions."""
+        parts = [os.path.abspath(ground_truth), _fingerprint(ground_truth), size, self.kind,
+                 self.info.get("keypoints", {}).get("version"), self.info.get("identity", {}).get("version"),
+                 self.info.get("keypoints", {}).get("visibility_threshold"), CACHE_FORMAT]
+        return hashlib.sha1(repr(parts).encode("utf-8")).hexdigest()
 
     def evaluate_video(self, generated: str, ground_truth: str, batch_size: int = 16,
-                       progress=None) -> MetricAccumulator:
-        """Compare a generated video with its ground truth (resized to the generated frames' size)."""
+                       progress=None, cache_dir: Optional[str] = None) -> MetricAccumulator:
+        """Compare a generated video with its ground truth (resized to the generated frames' size).
+
+        cache_dir: where the ground truth's detections are kept between runs (they do not
+        change from one checkpoint to the next); None runs every detector every time.
+        """
         gen_reader, gt_reader = open_video(generated), open_video(ground_truth)
         if len(gen_reader) != len(gt_reader):
             raise MediaError(f"{generated} has {len(gen_reader)} frames but its ground truth "
                              f"{ground_truth} has {len(gt_reader)}")
         size = (gen_reader.height, gen_reader.width)
+        cache = None
+        if cache_dir is not None and self.kind != "none":
+            cache = GroundTruthCache(os.path.join(cache_dir, self.cache_key(ground_truth, size) + ".npz"),
+                                     len(gt_reader))
         acc = MetricAccumulator()
+        index = 0
         for gen, gt in zip(batches(iter(gen_reader), batch_size), batches(iter(gt_reader), batch_size)):
             gen_f = resize_frames(gen, size)  # n x 3 x h x w, float32 k/255 (no resize: same size)
             gt_f = resize_frames(gt, size)  # n x 3 x h x w, float32 as the model saw it
@@ -217,10 +246,95 @@ class Evaluator:
             if self.kind != "none":
                 gt_u8 = to_uint8(gt_f)
                 for p, g in zip(gen, gt_u8):
-                    self.compare_frames(p, g, acc)
+                    truth = cache.get(index) if cache is not None else None
+                    if truth is None:
+                        truth = self.features(g)
+                        if cache is not None:
+                            cache.put(index, truth)
+                    self.accumulate(self.features(p), truth, acc)
+                    index += 1
             if progress is not None:
                 progress.update(len(gen))
+        if cache is not None:
+            cache.save()
         return acc
+
+
+CACHE_FORMAT = 1
+
+
+def _fingerprint(path: str) -> tuple:
+    """(size, mtime) of a file; (count, total size, newest mtime) of a frame folder's files."""
+    if not os.path.isdir(path):
+        st = os.stat(path)
+        return (st.st_size, st.st_mtime_ns)
+    stats = [os.stat(os.path.join(path, f)) for f in sorted(os.listdir(path))]
+    return (len(stats), sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0))
+
+
+class GroundTruthCache:
+    """Per-frame ground-truth detections of one video in an .npz (written atomically, read if complete)."""
+
+    def __init__(self, path: str, num_frames: int):
+        self.path = path
+        self.num_frames = num_frames
+        self.frames: dict[int, dict[str, Any]] = {}
+        self.loaded = False
+        self.dirty = False
+        if os.path.isfile(path):
+            try:
+                with np.load(path) as data:
+                    self.frames = self._unpack(data)
+                self.loaded = len(self.frames) == num_frames
+            except (OSError, ValueError, KeyError):
+                self.frames = {}
+            if not self.loaded:
+                self.frames = {}
+
+    def get(self, index: int) -> Optional[dict[str, Any]]:
+        return self.frames.get(index) if self.loaded else None
+
+    def put(self, index: int, features: dict[str, Any]) -> None:
+        self.frames[index] = features
+        self.dirty = True
+
+    def _unpack(self, data) -> dict[int, dict[str, Any]]:
+        frames: dict[int, dict[str, Any]] = {}
+        n = int(data["num_frames"])
+        for i in range(n):
+            item: dict[str, Any] = {}
+            if "points" in data:
+                item["keypoints"] = (data["points"][i], data["detected"][i])
+            if "identity" in data:
+                item["identity"] = data["identity"][i] if data["identity_found"][i] else None
+            frames[i] = item
+        return frames
+
+    def save(self) -> None:
+        if not self.dirty or len(self.frames) != self.num_frames:
+            return
+        items = [self.frames[i] for i in range(self.num_frames)]
+        arrays: dict[str, np.ndarray] = {"num_frames": np.array(self.num_frames)}
+        if "keypoints" in items[0]:
+            arrays["points"] = np.stack([it["keypoints"][0] for it in items])  # n x K x 2
+            arrays["detected"] = np.stack([it["keypoints"][1] for it in items])  # n x K
+        if "identity" in items[0]:
+            found = np.array([it["identity"] is not None for it in items])
+            dim = next((len(it["identity"]) for it in items if it["identity"] is not None), 128)
+            arrays["identity"] = np.stack([it["identity"] if it["identity"] is not None else np.zeros(dim)
+                                           for it in items])  # n x 128
+            arrays["identity_found"] = found
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = f"{self.path}.tmp.{os.getpid()}"
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, self.path)
+
+
+def default_cache_dir() -> str:
+    """$XDG_CACHE_HOME/tpsmm-eval, else ~/.cache/tpsmm-eval."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tpsmm-eval")
 
 
 def match_videos(generated_dir: str, ground_truth_dir: str,
@@ -243,8 +357,12 @@ def match_videos(generated_dir: str, ground_truth_dir: str,
 
 def evaluate(generated_dir: str, ground_truth_dir: str, kind: str = "face", face_backend: str = "dlib",
              body_backend: str = "mediapipe", device: str = "cpu", batch_size: int = 16,
-             max_videos: Optional[int] = None, progress: bool = True) -> dict[str, Any]:
-    """Compare every generated video (folder, strip or file) with the ground-truth video of the same name."""
+             max_videos: Optional[int] = None, progress: bool = True,
+             cache_dir: Optional[str] = None) -> dict[str, Any]:
+    """Compare every generated video (folder, strip or file) with the ground-truth video of the same name.
+
+    cache_dir: keep the ground truth's detections there between runs (see `default_cache_dir`).
+    """
     from tqdm import tqdm
 
     pairs, unmatched = match_videos(generated_dir, ground_truth_dir, max_videos)
@@ -255,7 +373,7 @@ def evaluate(generated_dir: str, ground_truth_dir: str, kind: str = "face", face
     with tqdm(total=total, unit="frame", desc=f"metrics ({kind})", disable=not progress, dynamic_ncols=True) as bar:
         for name, gen, gt in pairs:
             bar.set_postfix_str(name[-40:])
-            acc = evaluator.evaluate_video(gen, gt, batch_size=batch_size, progress=bar)
+            acc = evaluator.evaluate_video(gen, gt, batch_size=batch_size, progress=bar, cache_dir=cache_dir)
             videos[name] = acc.summary()
             overall.merge(acc)
     result: dict[str, Any] = dict(overall.summary())

@@ -78,7 +78,8 @@ def test_face_video_against_itself_is_zero_through_the_cli(tmp_path, face):
     _write_folder(tmp_path / "gen" / "man", face)  # generated as a frame folder
     out = tmp_path / "m.json"
     assert main(["--generated", str(tmp_path / "gen"), "--ground_truth", str(gt_root / "test"),
-                 "--kind", "auto", "--face_backend", "dlib", "--out", str(out), "--quiet"]) == 0
+                 "--kind", "auto", "--face_backend", "dlib", "--out", str(out), "--quiet",
+                 "--cache_dir", str(tmp_path / "cache")]) == 0
     result = json.loads(out.read_text())
     assert result["detectors"]["kind"] == "face"  # guessed from 'vox'
     assert result["frames"] == 4 and result["akd_frames"] == 4 and result["aed_frames"] == 4
@@ -228,3 +229,25 @@ def test_face_alignment_offline_names_files_and_folder(tmp_path, monkeypatch):
     with pytest.raises(detectors.DetectorError, match="download failed: Name or service not known") as info:
         detectors.FanLandmarker(allow_download=True)(np.zeros((64, 64, 3), np.uint8))
     assert folder in str(info.value) and "2DFAN4-11f355bf06.pth.tar" in str(info.value)
+
+
+def test_ground_truth_detections_are_cached_between_runs(tmp_path, face, monkeypatch):
+    from evaluation import metrics
+
+    _write_folder(tmp_path / "gt" / "man", face)
+    _write_folder(tmp_path / "gen" / "man", _shift(face, 6))
+    cache = str(tmp_path / "cache")
+    first = evaluate(str(tmp_path / "gen"), str(tmp_path / "gt"), kind="face", progress=False, cache_dir=cache)
+    assert len(os.listdir(cache)) == 1
+    calls = []
+    original = metrics.Evaluator.features
+    monkeypatch.setattr(metrics.Evaluator, "features", lambda self, frame: calls.append(1) or original(self, frame))
+    second = evaluate(str(tmp_path / "gen"), str(tmp_path / "gt"), kind="face", progress=False, cache_dir=cache)
+    assert len(calls) == 4  # generated frames only
+    for key in ("l1", "akd", "akd_euclidean", "mkr", "aed", "akd_frames", "aed_frames"):
+        assert second[key] == first[key]
+    iio.imwrite(tmp_path / "gt" / "man" / "000000.png", face[1])  # ground truth changed: detected again
+    os.utime(tmp_path / "gt" / "man" / "000000.png", ns=(1, 1))
+    calls.clear()
+    evaluate(str(tmp_path / "gen"), str(tmp_path / "gt"), kind="face", progress=False, cache_dir=cache)
+    assert len(calls) == 8 and len(os.listdir(cache)) == 2
