@@ -106,12 +106,12 @@ def test_resume_from_checkpoint_is_exact(tmp_path):
     torch.manual_seed(0)
     training.step(batch(0), epoch=0, autocast=contextlib.nullcontext)
     path = save_checkpoint(tmp_path / "00000000-checkpoint.pth.tar", training.checkpoint_models(0),
-                           training.checkpoint_optimizers(), epoch=0)
+                           training.optimizers, epoch=0)
     torch.manual_seed(1)
     training.step(batch(1), epoch=0, autocast=contextlib.nullcontext)
 
     resumed, training_b = setup(config)
-    rest = load_checkpoint(path, resumed, training_b.checkpoint_optimizers())
+    rest = load_checkpoint(path, resumed, training_b.optimizers)
     assert rest["epoch"] == 0
     torch.manual_seed(1)
     training_b.step(batch(1), epoch=0, autocast=contextlib.nullcontext)

@@ -3,9 +3,10 @@
 Three Adam optimisers (betas (0.5, 0.999), no weight decay), as the reference:
 `optimizer_generator` (generator incl. dense motion), `optimizer_kp_detector`,
 `optimizer_discriminator`; MultiStepLR(gamma 0.1) each. One step = generator + keypoint
-update on the generator losses, then, when `generator_gan != 0`, a discriminator update
-on `disc_gan` (the discriminator's gradients from the generator update are discarded
-first, as the reference does). No gradient clipping unless `train_params.grad_clip` is set.
+update on the generator losses and, when `generator_gan != 0`, a discriminator update
+on `disc_gan` (the discriminator's gradients from the generator losses are discarded,
+as the reference does). No gradient clipping unless `train_params.grad_clip` is set.
+The interface (`draws`, `forward_backward`, `optimizer_step`, ...) is train.py's.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from modules.fomm.losses import FOMMDiscriminatorFull, FOMMGeneratorFull
+from modules.fomm.transform import RandomTransform
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
@@ -46,20 +48,31 @@ class FOMMTraining:
         self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, tp["epoch_milestones"], gamma=0.1)
                            for name, opt in self.optimizers.items()}
 
-    def step(self, batch: dict, epoch: int, autocast) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """One optimisation step; returns the (detached) weighted losses and the generated tensors."""
+    def draws(self, epoch: int, step: int, global_batch: int, rows: slice, device) -> dict[str, Any]:
+        """This rank's rows of the step's random transform, drawn for the whole global batch from a
+        generator seeded by (seed, epoch, step): N processes draw what one process draws, and a
+        resumed run draws what the uninterrupted run drew."""
+        tp = self.train_params
+        gen = torch.Generator().manual_seed((int(tp["seed"]) * 1_000_003 + epoch) * 1_000_033 + step)
+        t = tp["transform_params"]
+        full = RandomTransform.sample(global_batch, t["sigma_affine"], t.get("sigma_tps"), t.get("points_tps"),
+                                      generator=gen, align_corners=self.full.align_corners)
+        theta = full.theta[rows].to(device)
+        if full.control_params is None:
+            return {"transform": RandomTransform(theta, align_corners=full.align_corners)}
+        return {"transform": RandomTransform(theta, full.control_points.to(device), full.control_params[rows].to(device),
+                                             align_corners=full.align_corners)}
+
+    def forward_backward(self, batch: dict, epoch: int, draws: dict, autocast, scaler=None) -> tuple[dict, dict]:
+        """Generator losses back-propagated, then (GAN configs) the discriminator loss on the detached
+        prediction, back-propagated after discarding the discriminator's gradients from the generator
+        losses. Same result as the reference's order (generator step before the discriminator pass): the
+        generator step changes neither the detached prediction nor the discriminator."""
         with autocast():
-            losses, generated = self.ddp_modules["full"](batch)
+            losses, generated = self.ddp_modules["full"](batch, transform=draws.get("transform"))
         loss = sum(v.mean() for v in losses.values())
         assert torch.isfinite(loss), {k: float(v) for k, v in losses.items()}
-        loss.backward()
-        clip = self.train_params.get("grad_clip")
-        if clip:
-            for name in ("kp_detector", "generator"):
-                torch.nn.utils.clip_grad_norm_(self.models[name].parameters(), max_norm=clip, norm_type=math.inf)
-        for name in ("optimizer_generator", "optimizer_kp_detector"):
-            self.optimizers[name].step()
-            self.optimizers[name].zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         out = {k: v.detach().mean() for k, v in losses.items()}
         if self.use_gan:
             self.optimizers["optimizer_discriminator"].zero_grad(set_to_none=True)
@@ -67,15 +80,33 @@ class FOMMTraining:
                 disc_losses = self.ddp_modules["disc_full"](batch, generated)
             disc_loss = sum(v.mean() for v in disc_losses.values())
             assert torch.isfinite(disc_loss), {k: float(v) for k, v in disc_losses.items()}
-            disc_loss.backward()
-            self.optimizers["optimizer_discriminator"].step()
-            self.optimizers["optimizer_discriminator"].zero_grad(set_to_none=True)
+            (scaler.scale(disc_loss) if scaler is not None else disc_loss).backward()
             out.update({k: v.detach().mean() for k, v in disc_losses.items()})
         return out, generated
+
+    def optimizer_step(self, epoch: int, scaler=None) -> None:
+        """Step the generator and keypoint optimisers (and the discriminator's for GAN configs)."""
+        names = ["optimizer_generator", "optimizer_kp_detector"] + (["optimizer_discriminator"] if self.use_gan else [])
+        if scaler is not None:
+            for name in names:
+                scaler.unscale_(self.optimizers[name])
+        clip = self.train_params.get("grad_clip")
+        if clip:
+            for name in ("kp_detector", "generator"):
+                torch.nn.utils.clip_grad_norm_(self.models[name].parameters(), max_norm=clip, norm_type=math.inf)
+        for name, opt in self.optimizers.items():
+            if name in names:
+                scaler.step(opt) if scaler is not None else opt.step()
+            opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.update()
+
+    def step(self, batch: dict, epoch: int, autocast, draws: dict | None = None) -> tuple[dict, dict]:
+        """forward_backward + optimizer_step (the transform from the global RNG unless `draws` is given)."""
+        losses, generated = self.forward_backward(batch, epoch, draws or {}, autocast)
+        self.optimizer_step(epoch)
+        return losses, generated
 
     def checkpoint_models(self, epoch: int) -> dict[str, nn.Module]:
         """Networks saved in the published layout (kp_detector, generator, discriminator)."""
         return dict(self.models)
-
-    def checkpoint_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return dict(self.optimizers)
