@@ -1,0 +1,70 @@
+"""torch.distributed helpers: rank/world size that are 0/1 when not distributed, rank-0-only side effects."""
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def master_only(fn):
+    """Run `fn` on rank 0 only (returns None elsewhere)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs) if is_main_process() else None
+    return wrapper
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def init_from_env(device_kind: str | None = None) -> torch.device:
+    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1); return this rank's device.
+
+    nccl on GPU, gloo on CPU. Without torchrun: no process group, cuda:0 if available else cpu.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() if device_kind is None else device_kind == "cuda"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not is_distributed():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                timeout=datetime.timedelta(minutes=30))
+    return device
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    if is_distributed():
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= get_world_size()
+    return value
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
