@@ -31,13 +31,18 @@ def training_grid(source: torch.Tensor, driving: torch.Tensor, generated: dict, 
     """Rows of [source+kp, driving+kp, deformed, prediction, occlusion masks...] as one (3, H', W') image."""
     n = min(max_rows, source.shape[0])
     h, w = source.shape[2:]
-    cols = [draw_keypoints(source[:n], generated["kp_source"]["fg_kp"][:n]),
-            draw_keypoints(driving[:n], generated["kp_driving"]["fg_kp"][:n])]
+    def points(kp: dict) -> torch.Tensor:  # TPSMM keypoints under 'fg_kp', FOMM's under 'value'
+        return kp["fg_kp"] if "fg_kp" in kp else kp["value"]
+
+    cols = [draw_keypoints(source[:n], points(generated["kp_source"])[:n]),
+            draw_keypoints(driving[:n], points(generated["kp_driving"])[:n])]
     for key in ("deformed", "prediction"):
         if key in generated:
             cols.append(generated[key][:n].detach().float().cpu().clamp(0, 1))
-    occlusion = generated.get("occlusion_map") or []
-    if torch.is_tensor(occlusion):
+    occlusion = generated.get("occlusion_map")
+    if occlusion is None:
+        occlusion = []
+    elif torch.is_tensor(occlusion):  # FOMM: one map
         occlusion = [occlusion]
     for occ in occlusion:
         occ = F.interpolate(occ[:n].detach().float().cpu(), size=(h, w), mode="nearest")
