@@ -1,0 +1,192 @@
+"""ONNX export of the TPSMM keypoint detector and generator (dense motion + inpainting, TPSMM Sec. 3.2-3.3).
+
+    python -m modules.export --config config/vox-256.yaml --checkpoint checkpoints/vox.pth.tar \\
+        --format onnx --out exported/ [--size 256] [--check]
+
+writes `kp_detector.onnx` (image (B, 3, H, W) -> fg_kp (B, K*5, 2)) and
+`generator.onnx` (source (B, 3, H, W), kp_driving, kp_source (B, K*5, 2) ->
+prediction (B, 3, H, W)), batch dimension dynamic. The 8x8 TPS systems are solved by
+unrolled Gauss-Jordan elimination (`geometry.export_friendly_solve`), so the graph has
+no `Inverse`/linalg op. Relative-mode keypoint normalisation (a convex hull) stays in
+the caller. `--check` runs both files with onnxruntime on random inputs, prints the
+largest difference to PyTorch and the time per frame of each.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+from torch import nn
+
+from modules.geometry import export_friendly_solve
+
+FORMATS = ("onnx",)
+OPSET = 17  # GridSample needs >= 16
+
+
+class ExportError(ValueError):
+    """A user-facing, one-line export problem."""
+
+
+class KPDetectorExport(nn.Module):
+    """image (B, 3, H, W) -> fg_kp (B, K*5, 2)."""
+
+    def __init__(self, kp_detector: nn.Module):
+        super().__init__()
+        self.kp_detector = kp_detector
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.kp_detector(image)["fg_kp"]
+
+
+class GeneratorExport(nn.Module):
+    """(source, kp_driving, kp_source) -> prediction: dense motion then inpainting, eval semantics."""
+
+    def __init__(self, dense_motion_network: nn.Module, inpainting_network: nn.Module):
+        super().__init__()
+        self.dense_motion_network = dense_motion_network
+        self.inpainting_network = inpainting_network
+
+    def forward(self, source: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+        motion = self.dense_motion_network(source, kp_driving={"fg_kp": kp_driving}, kp_source={"fg_kp": kp_source})
+        return self.inpainting_network(source, motion, with_warped_maps=False)["prediction"]
+
+
+def _onnx_export(module: nn.Module, args: tuple, path: str, input_names: list[str], output_names: list[str]) -> None:
+    tmp = path + ".tmp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, tmp, input_names=input_names, output_names=output_names,
+                          dynamic_axes={name: {0: "batch"} for name in input_names + output_names},
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    os.replace(tmp, path)
+
+
+def export_onnx(models: dict[str, nn.Module], out_dir: str, size: int = 256, batch: int = 2) -> dict[str, str]:
+    """Export kp_detector.onnx and generator.onnx into `out_dir`; returns {name: path}.
+
+    `size` is the frame size traced (the graphs take that size; batch is dynamic).
+    """
+    if "generator" in models:
+        raise ExportError("ONNX export covers the TPSMM family (kp_detector + dense motion + inpainting)")
+    os.makedirs(out_dir, exist_ok=True)
+    kp = KPDetectorExport(models["kp_detector"]).eval()
+    gen = GeneratorExport(models["dense_motion_network"], models["inpainting_network"]).eval()
+    num_kp = models["dense_motion_network"].num_tps * 5
+    image = torch.rand(batch, 3, size, size)
+    kp_d = torch.rand(batch, num_kp, 2) * 2 - 1
+    kp_s = torch.rand(batch, num_kp, 2) * 2 - 1
+    paths = {"kp_detector": os.path.join(out_dir, "kp_detector.onnx"),
+             "generator": os.path.join(out_dir, "generator.onnx")}
+    with torch.no_grad(), export_friendly_solve():
+        _onnx_export(kp, (image,), paths["kp_detector"], ["image"], ["fg_kp"])
+        _onnx_export(gen, (image, kp_d, kp_s), paths["generator"], ["source", "kp_driving", "kp_source"],
+                     ["prediction"])
+    return paths
+
+
+def onnx_session(path: str, threads: int | None = None):
+    """An onnxruntime CPU session for an exported file."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    # no busy-waiting threads between runs: they would steal the cores from whatever runs next
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def check_onnx(models: dict[str, nn.Module], paths: dict[str, str], size: int, batch: int = 1,
+               repeats: int = 3, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Run the exported graphs with onnxruntime beside PyTorch on the same random inputs.
+
+    Returns {name: {'max_abs_diff', 'torch_s', 'onnx_s'}} (seconds per call of `batch` frames).
+    """
+    g = torch.Generator().manual_seed(seed)
+    num_kp = models["dense_motion_network"].num_tps * 5
+    image = torch.rand(batch, 3, size, size, generator=g)
+    source = torch.rand(batch, 3, size, size, generator=g)
+    kp_d = torch.rand(batch, num_kp, 2, generator=g) * 1.6 - 0.8
+    kp_s = (kp_d + 0.05 * torch.randn(batch, num_kp, 2, generator=g)).clamp(-1, 1)
+    modules = {"kp_detector": (KPDetectorExport(models["kp_detector"]).eval(), {"image": image}),
+               "generator": (GeneratorExport(models["dense_motion_network"], models["inpainting_network"]).eval(),
+                             {"source": source, "kp_driving": kp_d, "kp_source": kp_s})}
+    threads = torch.get_num_threads()
+    results = {}
+    for name, (module, feeds) in modules.items():
+        session = onnx_session(paths[name], threads=threads)
+        np_feeds = {k: v.numpy() for k, v in feeds.items()}
+        with torch.no_grad():
+            ref = module(*feeds.values())
+            got = torch.from_numpy(session.run(None, np_feeds)[0])
+            torch_s = _median_time(lambda: module(*feeds.values()), repeats)
+        onnx_s = _median_time(lambda: session.run(None, np_feeds), repeats)
+        results[name] = {"max_abs_diff": float((got - ref).abs().max()), "torch_s": torch_s, "onnx_s": onnx_s}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modules.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="model config (YAML)")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint; seeded weights when left out")
+    parser.add_argument("--format", default="onnx", help="export format (onnx)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--size", type=int, default=None, help="frame size (default: the config's frame_shape or 256)")
+    parser.add_argument("--check", action="store_true", help="compare with PyTorch under onnxruntime and time both")
+    args = parser.parse_args(argv)
+    try:
+        if args.format not in FORMATS:
+            raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
+        from modules import CheckpointError, build_models, load_checkpoint
+        from utils.config import load_config
+
+        try:
+            config = load_config(args.config)
+        except (OSError, ValueError) as exc:
+            raise ExportError(str(exc).splitlines()[0]) from None
+        models = build_models(config)
+        if args.checkpoint:
+            try:
+                load_checkpoint(args.checkpoint, models)
+            except (CheckpointError, OSError) as exc:
+                raise ExportError(str(exc).splitlines()[0]) from None
+        else:
+            from utils.weight_recipe import fill_models
+            fill_models(models)
+            print("no --checkpoint: exporting seeded weights (utils/weight_recipe.py)", file=sys.stderr)
+        for m in models.values():
+            m.eval()
+        frame_shape = config.get("dataset_params", {}).get("frame_shape")
+        size = args.size or (int(frame_shape[0]) if frame_shape else 256)
+        paths = export_onnx(models, args.out, size=size)
+        for name, path in paths.items():
+            print(f"{name}: {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+        if args.check:
+            for name, r in check_onnx(models, paths, size).items():
+                print(f"{name}: max |onnx - torch| = {r['max_abs_diff']:.2e}, "
+                      f"torch {r['torch_s'] * 1e3:.1f} ms, onnxruntime {r['onnx_s'] * 1e3:.1f} ms per frame")
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
