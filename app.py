@@ -303,6 +303,7 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
         return result, both_out, "\n\n".join(lines)
 
     labels = [(m.label, name) for name, m in models.items()]
+    default = "demo" if "demo" in models else (labels[0][1] if labels else None)
     with gr.Blocks(title="Image animation", analytics_enabled=False) as demo:
         gr.Markdown("## Animate a photo with a driving video\n"
                     "Thin-Plate Spline Motion Model (TPSMM, CVPR 2022). Upload a photo and a video, "
@@ -313,7 +314,7 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
                                   elem_id="source_image", height=240)
                 driving = gr.Video(label="Driving video", sources=["upload"], elem_id="driving_video",
                                    include_audio=True, height=240)
-                model = gr.Dropdown(choices=labels, value=labels[0][1] if labels else None, label="Model",
+                model = gr.Dropdown(choices=labels, value=default, label="Model",
                                     elem_id="model", interactive=True,
                                     info=None if labels else "No model found in checkpoints/ (see the README).")
                 mode = gr.Radio(list(MODES), value="relative", label="Mode", elem_id="mode",

@@ -19,8 +19,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "web", "examples")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# Debian's packages (`make browser-deps`); CHROMIUM / CHROMEDRIVER name other executables.
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 UPLOAD_LIMIT_MB = 1.0           # the server's --max_file_size in these tests
 CLIP_FRAMES = 12                # the driving clip the browser uploads
 SERVER_START_TIMEOUT = 300      # s; a slow, busy 2-core machine imports torch + gradio slowly
@@ -68,6 +69,11 @@ def server(tmp_path_factory, tiny_checkpoint, tiny_config_path):
     (base / "config").mkdir()
     shutil.copy(tiny_checkpoint, base / "checkpoints" / "tiny.pth.tar")
     shutil.copy(tiny_config_path, base / "config" / "tiny-64.yaml")   # found by the <name>*.yaml rule
+    # A checkpoint whose config asks for other shapes (5 TPS instead of 4): a message at run time.
+    shutil.copy(tiny_checkpoint, base / "checkpoints" / "mismatch.pth.tar")
+    text = open(tiny_config_path).read()
+    assert "num_tps: 4" in text
+    (base / "config" / "mismatch.yaml").write_text(text.replace("num_tps: 4", "num_tps: 5"))
     port = _free_port()
     env = dict(os.environ, GRADIO_TEMP_DIR=str(base / "gradio"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
     log_path = base / "server.log"
@@ -140,6 +146,17 @@ def _upload(driver, component: str, path: str) -> None:
     driver.find_element("css selector", f"#{component} input[type=file]").send_keys(os.path.abspath(path))
 
 
+def _choose_model(driver, label_start: str) -> None:
+    """Open the model dropdown and click the option whose label starts with `label_start`."""
+    driver.find_element("css selector", "#model input").click()
+    options = _wait(driver, lambda d: [o for o in d.find_elements("css selector", "#model [role=option]")
+                                       if (o.get_attribute("aria-label") or "").startswith(label_start)],
+                    UI_TIMEOUT, f"option {label_start!r}")
+    options[0].click()
+    _wait(driver, lambda d: d.execute_script("return document.querySelector('#model input').value")
+          .startswith(label_start), UI_TIMEOUT, f"model {label_start!r} selected")
+
+
 def _page_has(driver, text: str, timeout: float = UI_TIMEOUT) -> None:
     _wait(driver, lambda d: text in d.find_element("tag name", "body").text, timeout, repr(text))
 
@@ -163,6 +180,7 @@ def test_browser_upload_animate_and_download(server, browser, output_dir, tmp_pa
     clip = _cut_clip(os.path.join(EXAMPLES, "single_face.mp4"), str(tmp_path / "driving.mp4"), CLIP_FRAMES)
     assert open_video(clip).num_frames == CLIP_FRAMES
     _open(browser, server)
+    _choose_model(browser, "tiny (")
     model = browser.execute_script("return document.querySelector('#model input').value")
     assert model.startswith("tiny (") and "tiny-64.yaml" in model  # the checkpoints/ + config/ scan found it
     _upload(browser, "source_image", os.path.join(EXAMPLES, "astronaut.png"))
@@ -252,7 +270,7 @@ def test_two_users_at_once_both_get_their_results(server, tmp_path):
 
 
 def test_bad_request_through_the_api_is_a_message(server, tmp_path):
-    """The same checks guard the API: a text file as the source image is refused with the message."""
+    """The same checks guard the API: a text file as the source image, a checkpoint that does not fit its config."""
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
@@ -262,6 +280,12 @@ def test_bad_request_through_the_api_is_a_message(server, tmp_path):
     with pytest.raises(AppError, match="photo.jpg is not an image"):
         client.predict(handle_file(str(text)), handle_file(os.path.join(EXAMPLES, "carphone.mp4")), "tiny",
                        "relative", "centre", False, True, api_name="/animate")
+    with pytest.raises(AppError, match="Animation failed: checkpoint .*mismatch.pth.tar does not match the config"):
+        client.predict(handle_file(os.path.join(EXAMPLES, "astronaut.png")),
+                       handle_file(os.path.join(EXAMPLES, "carphone.mp4")), "mismatch",
+                       "relative", "centre", False, True, api_name="/animate")
+    assert server["proc"].poll() is None
+    assert "Traceback" not in server["log"].read_text()  # known errors are messages, not crashes
 
 
 # ----------------------------------------------------------------------------- model discovery, options
