@@ -40,6 +40,8 @@ EXAMPLES_DIR = os.path.join(ROOT, "web", "examples")
 MODES = tuple(animate_cli.MODES)  # standard, relative, avd
 CHECKPOINT_SUFFIX = ".pth.tar"
 DEFAULT_MAX_FILE_SIZE_MB = 100.0
+JOB_MAX_AGE_S = 15 * 60          # our job folders; Gradio keeps its copies of the results for CACHE_MAX_AGE_S
+CACHE_MAX_AGE_S = 24 * 3600
 # The demo model `make demo` trains (documented in the README, section "app").
 DEMO_CONFIG = os.path.join("config", "demo.yaml")
 DEMO_CHECKPOINT = os.path.join("checkpoints", "demo.pth.tar")
@@ -264,6 +266,7 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
         source, source_info = checker.image(source_payload)
         driving, driving_info = checker.video(driving_payload)
         choice = models[model_name]
+        _remove_old_jobs(work_dir, max_age_s=JOB_MAX_AGE_S)
         job = os.path.join(work_dir, time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8])
         os.makedirs(job)
         result = os.path.join(job, "result.mp4")
@@ -304,7 +307,8 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
 
     labels = [(m.label, name) for name, m in models.items()]
     default = "demo" if "demo" in models else (labels[0][1] if labels else None)
-    with gr.Blocks(title="Image animation", analytics_enabled=False) as demo:
+    with gr.Blocks(title="Image animation", analytics_enabled=False,
+                   delete_cache=(3600, CACHE_MAX_AGE_S)) as demo:
         gr.Markdown("## Animate a photo with a driving video\n"
                     "Thin-Plate Spline Motion Model (TPSMM, CVPR 2022). Upload a photo and a video, "
                     "or click an example, then press **Animate**. Runs on this machine, offline.")
@@ -348,6 +352,17 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
                      show_progress_on=[result])
     demo.tpsmm_work_dir = work_dir  # for clean-up by the caller
     return demo
+
+
+def _remove_old_jobs(work_dir: str, max_age_s: float) -> None:
+    """Delete finished jobs' folders (Gradio serves its own copies of the results from its cache)."""
+    now = time.time()
+    for entry in os.scandir(work_dir):
+        try:
+            if entry.is_dir() and now - entry.stat().st_mtime > max_age_s:
+                shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _orig_name(payload: Any) -> str | None:

@@ -246,6 +246,12 @@ def test_browser_bad_uploads_show_messages(server, browser, output_dir, tmp_path
     browser.find_element("id", "animate_button").click()
     _page_has(browser, "Please upload a source image")
 
+    # A built-in example fills both inputs.
+    browser.find_elements("css selector", "#examples tbody tr")[0].click()
+    _wait(browser, lambda d: d.execute_script(
+        "const i = document.querySelector('#source_image img'), v = document.querySelector('#driving_video video');"
+        "return !!(i && i.src && v && v.src)"), UI_TIMEOUT, "the example to fill the inputs")
+
     assert server["proc"].poll() is None, server["log"].read_text()[-3000:]
     assert _http_ok(server["url"])
     assert "Traceback" not in server["log"].read_text()
@@ -328,3 +334,16 @@ def test_command_line_options(tmp_path, capsys, tiny_checkpoint, tiny_config_pat
     assert "error: --model" in capsys.readouterr().err
     assert app.main(["--device", "tpu9"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_old_job_folders_are_removed(tmp_path):
+    import app
+
+    old, new = tmp_path / "old-job", tmp_path / "new-job"
+    for folder in (old, new):
+        folder.mkdir()
+        (folder / "result.mp4").write_bytes(b"x")
+    past = time.time() - app.JOB_MAX_AGE_S - 60
+    os.utime(old, (past, past))
+    app._remove_old_jobs(str(tmp_path), max_age_s=app.JOB_MAX_AGE_S)
+    assert not old.exists() and (new / "result.mp4").exists()
