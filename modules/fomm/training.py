@@ -45,8 +45,11 @@ class FOMMTraining:
             "optimizer_discriminator": adam(self.models["discriminator"].parameters(), tp["lr_discriminator"]),
             "optimizer_kp_detector": adam(self.models["kp_detector"].parameters(), tp["lr_kp_detector"]),
         }
+        # the discriminator's optimiser never steps without the GAN term: no scheduler for it then
+        # (stepping one would only warn "lr_scheduler.step() before optimizer.step()")
         self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, tp["epoch_milestones"], gamma=0.1)
-                           for name, opt in self.optimizers.items()}
+                           for name, opt in self.optimizers.items()
+                           if self.use_gan or name != "optimizer_discriminator"}
 
     def draws(self, epoch: int, step: int, global_batch: int, rows: slice, device) -> dict[str, Any]:
         """This rank's rows of the step's random transform, drawn for the whole global batch from a
