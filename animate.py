@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import os
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from typing import Callable, Iterator
@@ -78,6 +80,29 @@ def load_models(config: dict, checkpoint: str, mode: str, device: torch.device) 
     for model in needed.values():
         model.eval().to(device)
     return needed
+
+
+_MODEL_CACHE: dict[tuple, dict[str, torch.nn.Module]] = {}
+_MODEL_CACHE_LOCK = threading.Lock()
+
+
+def cached_models(config: dict, checkpoint: str, mode: str, device: torch.device) -> dict[str, torch.nn.Module]:
+    """`load_models`, remembering the last result (keyed by config, checkpoint file and its mtime, mode, device).
+
+    Repeated animations in one process (the web app, tests) skip rebuilding and reloading.
+    The networks are only read during animation, never modified.
+    """
+    try:
+        stat = os.stat(checkpoint)
+    except OSError:
+        return load_models(config, checkpoint, mode, device)  # raises the one-line "not found"
+    key = (json.dumps(config, sort_keys=True, default=str), os.path.abspath(checkpoint), stat.st_mtime_ns,
+           stat.st_size, mode == "avd", str(device))
+    with _MODEL_CACHE_LOCK:
+        if key not in _MODEL_CACHE:
+            _MODEL_CACHE.clear()
+            _MODEL_CACHE[key] = load_models(config, checkpoint, mode, device)
+        return _MODEL_CACHE[key]
 
 
 def _to_tensor(frames: list[np.ndarray] | np.ndarray, device: torch.device) -> torch.Tensor:
@@ -199,7 +224,7 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
     fps = float(reader.fps) if reader.fps and reader.fps > 0 else 25.0
     cfg = load_config(config)
     height, width = (int(img_shape[0]), int(img_shape[1])) if img_shape else tuple(cfg["dataset_params"]["frame_shape"][:2])
-    models = load_models(cfg, os.fspath(checkpoint), mode, dev)
+    models = cached_models(cfg, os.fspath(checkpoint), mode, dev)
 
     source = crop_resize(source_full, image_box(source_full, crop), (height, width))  # H x W x 3
     if crop in ("face", "person"):
