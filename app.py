@@ -245,6 +245,7 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
     work_dir = work_dir or tempfile.mkdtemp(prefix="tpsmm-app-")
     checker = UploadChecker(max_file_size)
     run = animate_fn or animate_cli.run_animation
+    running: set[str] = set()  # job folders in use (never cleaned up while running)
 
     def check_source(payload: Any) -> str:
         return checker.image(payload)[1]
@@ -256,7 +257,7 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
                 find_best: bool, side_by_side: bool, progress: gr.Progress = gr.Progress()) -> tuple:
         if not models:
             raise UserError("No model is installed: put a checkpoint in checkpoints/ (see the README) "
-                           "or run `make demo`.")
+                            "or run `make demo`.")
         if model_name not in models:
             raise UserError(f"Unknown model {model_name!r}; reload the page.")
         if mode not in MODES:
@@ -266,9 +267,10 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
         source, source_info = checker.image(source_payload)
         driving, driving_info = checker.video(driving_payload)
         choice = models[model_name]
-        _remove_old_jobs(work_dir, max_age_s=JOB_MAX_AGE_S)
+        _remove_old_jobs(work_dir, max_age_s=JOB_MAX_AGE_S, keep=running)
         job = os.path.join(work_dir, time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8])
         os.makedirs(job)
+        running.add(job)
         result = os.path.join(job, "result.mp4")
         both = os.path.join(job, "side_by_side.mp4") if side_by_side else None
         progress(0.0, desc="Loading the model")
@@ -292,6 +294,8 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
                 if name:
                     message = message.replace(path, name)
             raise UserError(f"Animation failed: {message}") from None
+        finally:
+            running.discard(job)
         seconds = time.perf_counter() - started
         info = dict(info or {})
         result = info.get("result_video") or result
@@ -302,6 +306,7 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
             lines.append(f"Result: {info['num_frames']} frames at {info.get('fps', 0):.2f} fps, {size} px, "
                          f"audio {'kept' if info.get('audio') else 'none'}, anchor frame {info.get('anchor_frame', 0)}, "
                          f"{info.get('frames_per_second', 0):.1f} frames/s on {info.get('device', device)}.")
+        both = info.get("side_by_side") or both
         both_out = both if both and os.path.isfile(both) else None
         return result, both_out, "\n\n".join(lines)
 
@@ -354,12 +359,12 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
     return demo
 
 
-def _remove_old_jobs(work_dir: str, max_age_s: float) -> None:
+def _remove_old_jobs(work_dir: str, max_age_s: float, keep: set[str] | frozenset[str] = frozenset()) -> None:
     """Delete finished jobs' folders (Gradio serves its own copies of the results from its cache)."""
     now = time.time()
     for entry in os.scandir(work_dir):
         try:
-            if entry.is_dir() and now - entry.stat().st_mtime > max_age_s:
+            if entry.is_dir() and entry.path not in keep and now - entry.stat().st_mtime > max_age_s:
                 shutil.rmtree(entry.path, ignore_errors=True)
         except OSError:
             pass

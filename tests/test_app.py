@@ -339,11 +339,12 @@ def test_command_line_options(tmp_path, capsys, tiny_checkpoint, tiny_config_pat
 def test_old_job_folders_are_removed(tmp_path):
     import app
 
-    old, new = tmp_path / "old-job", tmp_path / "new-job"
-    for folder in (old, new):
+    old, new, running = tmp_path / "old-job", tmp_path / "new-job", tmp_path / "old-running-job"
+    for folder in (old, new, running):
         folder.mkdir()
         (folder / "result.mp4").write_bytes(b"x")
     past = time.time() - app.JOB_MAX_AGE_S - 60
     os.utime(old, (past, past))
-    app._remove_old_jobs(str(tmp_path), max_age_s=app.JOB_MAX_AGE_S)
-    assert not old.exists() and (new / "result.mp4").exists()
+    os.utime(running, (past, past))
+    app._remove_old_jobs(str(tmp_path), max_age_s=app.JOB_MAX_AGE_S, keep={str(running)})
+    assert not old.exists() and (new / "result.mp4").exists() and (running / "result.mp4").exists()
