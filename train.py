@@ -31,6 +31,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -308,8 +309,10 @@ def train(config: dict, models: dict[str, nn.Module], log_dir: str, checkpoint: 
                 logger.line(f"stopped by signal in epoch {epoch} after {step} steps; checkpoint {last_path}")
                 summary["stopped"] = True
                 break
-            for s in family.schedulers.values():
-                s.step()
+            with warnings.catch_warnings():  # the bg optimizer has not stepped before bg_start
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                for s in family.schedulers.values():
+                    s.step()
             resume_step = 0
             elapsed = time.time() - t_epoch
             logger.line(f"{epoch:08d}) " + "; ".join(f"{k} - {v:.5f}" for k, v in means.items())
