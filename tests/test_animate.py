@@ -216,6 +216,8 @@ def bad(tmp_path_factory, tiny_checkpoint):
     (d / "notes.mp4").write_text("not a video")
     (d / "empty.mp4").write_bytes(b"")
     (d / "no_frames").mkdir()
+    from PIL import Image
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(d / "noise.png")
     ffmpeg("-f", "lavfi", "-i", "color=s=64x64:d=1", "-frames:v", "0", "-c:v", "libx264", str(d / "zero.avi"))
     ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(d / "audio_only.mp4"))
     data = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
@@ -241,6 +243,7 @@ def bad(tmp_path_factory, tiny_checkpoint):
     ("bad_output_extension", "unsupported output"),
     ("output_overwrites_input", "would overwrite the input"),
     ("best_frame_out_of_range", "outside the driving video"),
+    ("no_face_in_source", "no face found in the source image"),
 ])
 def test_bad_input_one_line_error(case, message, bad, media, tiny_config_path, tiny_checkpoint, tmp_path, capsys):
     args = {"--config": tiny_config_path, "--checkpoint": tiny_checkpoint, "--source_image": media["photo"],
@@ -277,6 +280,9 @@ def test_bad_input_one_line_error(case, message, bad, media, tiny_config_path, t
         args["--result_video"] = media["face_short"]
     elif case == "best_frame_out_of_range":
         extra = ["--best_frame", "99"]
+    elif case == "no_face_in_source":
+        args["--source_image"] = str(bad / "noise.png")
+        extra = ["--crop", "face"]
     before = sorted(os.listdir(os.path.dirname(media["face_short"])))
     code, out, err = run([x for kv in args.items() for x in kv] + extra, capsys)
     assert code == 2
