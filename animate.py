@@ -226,9 +226,16 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
     height, width = (int(img_shape[0]), int(img_shape[1])) if img_shape else tuple(cfg["dataset_params"]["frame_shape"][:2])
     models = cached_models(cfg, os.fspath(checkpoint), mode, dev)
 
+    def frames_with_bar(frames: Iterator[np.ndarray], desc: str) -> Iterator[np.ndarray]:
+        if not show_progress:
+            return frames
+        from tqdm import tqdm
+        return iter(tqdm(frames, total=total, unit="frame", desc=desc, dynamic_ncols=True, file=sys.stderr))
+
     source = crop_resize(source_full, image_box(source_full, crop), (height, width))  # H x W x 3
     if crop in ("face", "person"):
-        boxes = track_boxes(iter(reader), total, reader.height, reader.width, crop, fps=fps)
+        boxes = track_boxes(frames_with_bar(iter(reader), f"tracking the {crop}"), total, reader.height,
+                            reader.width, crop, fps=fps)
         if boxes is None:
             raise AnimateError(f"no {crop} found in the driving video; use --crop centre")
     else:
@@ -245,7 +252,7 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
         if not 0 <= anchor_index < total:
             raise AnimateError(f"best_frame {anchor_index} is outside the driving video (0..{total - 1})")
     elif find_best_frame:
-        anchor_index, _ = find_best(source, driving_frames())
+        anchor_index, _ = find_best(source, frames_with_bar(driving_frames(), "finding the best frame"))
     anchor = crop_resize(reader.get_frames([anchor_index])[0], boxes[anchor_index], (height, width))
 
     with torch.inference_mode():

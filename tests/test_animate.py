@@ -144,6 +144,37 @@ def test_png_frames_match_reference_best_frame_semantics(tiny_config_path, tiny_
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
 
+def test_fomm_model_batches_keep_the_first_frame_anchor(tmp_path):
+    """A FOMM checkpoint: batch by batch, every frame is still animated relative to driving frame 0."""
+    from modules import build_models, load_checkpoint
+
+    config = os.path.join(ROOT, "tests", "fixtures", "fomm_tiny.yaml")
+    checkpoint = os.path.join(ROOT, "tests", "fixtures", "fomm_tiny.pth.tar")
+    frames = open_video(os.path.join(DATA, "single_face.mp4")).get_frames(list(range(0, 60, 10)))  # 6 frames
+    folder = tmp_path / "driving"
+    folder.mkdir()
+    from PIL import Image
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i:03d}.png")
+    info = animate.run_animation(config, checkpoint, str(folder / "003.png"), str(folder), str(tmp_path / "out"),
+                                 batch_size=2)
+    size = tuple(info["size"])
+    got = np.stack([read_image(str(tmp_path / "out" / f"{i:06d}.png")) for i in range(6)])
+    models = build_models(config)
+    load_checkpoint(checkpoint, models, strict=False)
+    for m in models.values():
+        m.eval()
+
+    def fit(image):
+        return torch.from_numpy(crop_resize(image, centre_box(*image.shape[:2]), size).copy()).permute(2, 0, 1).float() / 255
+
+    with torch.no_grad():
+        expected = animate.make_animation(fit(frames[3])[None], torch.stack([fit(f) for f in frames]), models,
+                                          mode="relative", batch_size=6)
+    expected = (expected.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
 def test_find_best_frame_picks_matching_pose():
     """single_face is neutral in frames 0-16 and smiling in 21-68; a re-cropped frame finds its own pose."""
     from utils.crop import best_frame
@@ -168,7 +199,7 @@ def test_face_crop_and_find_best_frame_end_to_end(tiny_config_path, tiny_checkpo
 
 def test_person_crop_end_to_end(tiny_config_path, tiny_checkpoint, media, tmp_path):
     info = animate.run_animation(tiny_config_path, tiny_checkpoint, media["body_short"], media["body_short"],
-                                 str(tmp_path / "body"), crop="person", mode="standard")
+                                 str(tmp_path / "body"), crop="person", mode="standard", precision="bf16")
     assert info["num_frames"] == 10 and len(os.listdir(tmp_path / "body")) == 10
 
 
