@@ -15,6 +15,7 @@ import argparse
 import inspect
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -378,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     from utils.video import MediaError
 
     args = build_parser().parse_args(argv)
+
+    def terminated(signum, frame):  # `kill` / a scheduler's SIGTERM: clean up like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminated) if threading.current_thread() is threading.main_thread() else None
     try:
         info = run_animation(
             config=args.config, checkpoint=args.checkpoint, source_image=args.source_image,
@@ -394,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; no output written", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     extra = [f"{info['num_frames']} frames", f"{info['fps']:.2f} fps",
              f"{info['frames_per_second']:.1f} frames/s on {info['device']}"]
     if info["anchor_frame"]:

@@ -238,6 +238,42 @@ def test_failure_while_writing_leaves_no_file(tiny_config_path, tiny_checkpoint,
     assert os.listdir(tmp_path) == []
 
 
+def test_sigterm_mid_run_leaves_no_file(tiny_config_path, tiny_checkpoint, media, tmp_path, capsys, monkeypatch):
+    """`kill <pid>` during the animation: exit code 130, the partial outputs are removed."""
+    import signal
+
+    calls = []
+    original = animate._to_uint8
+
+    def to_uint8(frames):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(frames)
+
+    monkeypatch.setattr(animate, "_to_uint8", to_uint8)
+    handler = signal.getsignal(signal.SIGTERM)
+    code, _, err = run(["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image",
+                        media["photo"], "--driving_video", media["face_short"], "--result_video",
+                        str(tmp_path / "r.mp4"), "--side_by_side", str(tmp_path / "s.mp4"), "--batch_size", "4"], capsys)
+    assert code == 130 and err.strip() == "error: interrupted; no output written"
+    assert os.listdir(tmp_path) == [] and len(calls) == 2
+    assert signal.getsignal(signal.SIGTERM) == handler  # restored
+
+
+def test_container_formats(tiny_config_path, tiny_checkpoint, media, tmp_path):
+    """Driving videos as mov, webm (VP9) and avi of an unusual size; outputs in the same containers."""
+    for ext, codec in (("mov", "libx264"), ("webm", "libvpx-vp9"), ("avi", "mpeg4")):
+        driving = tmp_path / f"driving.{ext}"
+        ffmpeg("-i", os.path.join(DATA, "single_face.mp4"), "-frames:v", "6", "-vf", "scale=318:210,setsar=1",
+               "-r", "24", "-c:v", codec, str(driving))
+        result = tmp_path / f"result.{ext}"
+        info = animate.run_animation(tiny_config_path, tiny_checkpoint, media["photo"], str(driving), str(result))
+        probed = probe(str(result))
+        assert info["num_frames"] == probed["num_frames"] == 6, ext
+        assert probed["fps"] == pytest.approx(24.0, rel=1e-3), ext
+
+
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.fixture(scope="module")
