@@ -1,0 +1,197 @@
+"""Animation speed: the plain per-frame path against the engine's exact and reduced-precision paths.
+
+    .venv/bin/python bench/bench_animation.py [--config config/vox-256.yaml] [--checkpoint P]
+        [--sizes 256,384,512] [--frames 8] [--batch 4] [--rounds 3] [--flat 100,1000]
+
+Prints one table, every figure measured in this run on this machine:
+- the machine's fp32 and bf16 matmul peak (GFLOP/s), so each path is also a fraction of it;
+- per size: ms per frame of the plain path (reference demo loop: batch 1, one frame at a
+  time, eval + no_grad, source re-encoded every frame) and of the engine (`Animator`:
+  exact fp32, and bf16/fp16 convolutions), rounds interleaved, medians; the speed-up over
+  plain; FLOPs per frame counted with torch.utils.flop_counter; achieved GFLOP/s and
+  the fraction of the peak; the output difference to the plain fp32 path on real frames
+  (max |diff| and PSNR); peak memory of a separate process running that path alone;
+- flatness: ms per frame and peak memory streaming 100 vs 1000 frames through the engine.
+Weights come from --checkpoint, else the seeded recipe (utils/weight_recipe.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (puts the repository root on sys.path)
+import torch  # noqa: E402
+
+from modules.animation import Animator, animate_plain  # noqa: E402
+
+PATH_PRECISION = {"exact": "fp32", "bf16": "bf16", "fp16": "fp16"}
+
+
+def engine_run(animator: Animator, driving: torch.Tensor, batch: int) -> torch.Tensor:
+    return torch.cat([animator(driving[i:i + batch]) for i in range(0, driving.shape[0], batch)], dim=0)
+
+
+# ----------------------------------------------------------------------------- worker (one path, own process)
+
+def worker(args) -> None:
+    """Stream `args.frames` frames through one path; print JSON: s/frame, peak and baseline RSS."""
+    torch.set_num_threads(args.threads)
+    models = common.load_models(args.config, args.checkpoint)
+    source, clip = common.real_frames(args.size, 60)  # a fixed 60-frame buffer, cycled: memory independent of length
+    import gc
+    gc.collect()
+    baseline = common.rss_mb()  # models, frames and the Python runtime
+    common.reset_peak_rss()  # the weight recipe / checkpoint load peaks are not the path's
+    n, b = args.frames, args.batch
+    times, done = [], 0
+    if args.path == "plain":
+        with torch.no_grad():
+            animate_plain(source, clip[:1], models)  # warm-up
+            while done < n:
+                t0 = time.perf_counter()
+                out = animate_plain(source, clip[done % 60:done % 60 + 1], models)
+                times.append(time.perf_counter() - t0)
+                done += 1
+                del out
+    else:
+        animator = Animator(models, source, precision=PATH_PRECISION[args.path])  # counted: per-video setup
+        animator(clip[:b])  # warm-up, sets the anchor
+        while done < n:
+            i = done % 60
+            batch = clip[i:i + min(b, 60 - i, n - done)]
+            t0 = time.perf_counter()
+            out = animator(batch)
+            times.append((time.perf_counter() - t0) / batch.shape[0])
+            done += batch.shape[0]
+            del out
+    print(json.dumps({"s_per_frame": common.median(times), "mean_s_per_frame": sum(times) / len(times),
+                      "peak_rss_mb": common.peak_rss_mb(), "baseline_rss_mb": baseline, "frames": done}))
+
+
+def run_worker(args, path: str, size: int, frames: int) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--path", path, "--size", str(size),
+           "--frames", str(frames), "--batch", str(args.batch), "--threads", str(args.threads),
+           "--config", args.config] + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {path} {size}px failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- main
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=os.path.join(common.ROOT, "config", "vox-256.yaml"))
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--sizes", default="256,384,512")
+    parser.add_argument("--frames", type=int, default=8, help="frames per timed call")
+    parser.add_argument("--batch", type=int, default=4, help="engine batch of driving frames")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median)")
+    parser.add_argument("--paths", default="exact,bf16", help="engine paths beside plain: exact,bf16,fp16")
+    parser.add_argument("--flat", default="100,1000", help="frame counts for the flatness check ('' to skip)")
+    parser.add_argument("--flat-size", type=int, default=256)
+    parser.add_argument("--flat-paths", default="bf16", help="paths for the flatness check")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-path peak-memory processes")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--path", default="exact", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=256, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    torch.set_num_threads(args.threads)
+    info = common.machine_info(args.threads)
+    peak32 = common.matmul_peak(torch.float32)
+    peak16 = common.matmul_peak(torch.bfloat16, n=4096)
+    print(f"# {info['cpu']}, {info['cores']} cores, {args.threads} threads, torch {info['torch']}, "
+          f"ISA {' '.join(info['isa'])}, load average at start {info['loadavg'][0]:.1f}")
+    print(f"# matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
+    print(f"# weights: {args.checkpoint or 'seeded recipe'}; config {os.path.relpath(args.config, common.ROOT)}")
+    models = common.load_models(args.config, args.checkpoint)
+    paths = [p for p in args.paths.split(",") if p]
+    results = {"machine": info, "peak_gflops": {"fp32": peak32, "bf16": peak16}, "sizes": {}, "flat": {}}
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        source, driving = common.real_frames(size, args.frames)
+        b = args.batch
+        animators = {p: Animator(models, source, precision=PATH_PRECISION[p]) for p in paths}
+        setup = {}
+        for p in paths:  # time the once-per-video work separately
+            t0 = time.perf_counter()
+            Animator(models, source, precision=PATH_PRECISION[p])
+            setup[p] = time.perf_counter() - t0
+        calls = {"plain": lambda: animate_plain(source, driving, models)}
+        for p in paths:
+            calls[p] = (lambda a=animators[p]: engine_run(a, driving, b))
+        outputs = {name: fn() for name, fn in calls.items()}  # warm-up, and the outputs compared
+        times = {name: [] for name in calls}
+        for _ in range(args.rounds):
+            for name, fn in calls.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - t0) / args.frames)
+        flops = {"plain": common.count_flops(lambda: animate_plain(source, driving[:2], models))
+                 - common.count_flops(lambda: animate_plain(source, driving[:1], models))}
+        for p in paths:
+            flops[p] = common.count_flops(lambda a=animators[p]: a(driving[:b])) / b
+        memory = {}
+        if not args.no_memory:
+            for name in calls:
+                memory[name] = run_worker(args, name, size, frames=2 * b)
+        base = common.median(times["plain"])
+        entry = {}
+        for name in calls:
+            t = common.median(times[name])
+            peak = peak16 if name in ("bf16", "fp16") else peak32
+            diff = float((outputs[name] - outputs["plain"]).abs().max())
+            entry[name] = {"s_per_frame": t, "ratio": t / base, "gflop": flops[name] / 1e9,
+                           "gflops": flops[name] / t / 1e9, "of_peak": flops[name] / t / 1e9 / peak,
+                           "max_abs_diff": diff, "psnr": common.psnr(outputs[name], outputs["plain"]),
+                           "setup_s": setup.get(name), "memory": memory.get(name), "times": times[name]}
+            mem = memory.get(name)
+            rows.append([size, name, f"{t * 1e3:.0f}", f"{t / base:.2f}x", f"{base / t:.2f}x",
+                         f"{flops[name] / 1e9:.1f}", f"{flops[name] / t / 1e9:.0f}",
+                         f"{100 * flops[name] / t / 1e9 / peak:.0f}% {'bf16' if peak is peak16 else 'fp32'}",
+                         "-" if name == "plain" else f"{diff:.1e}",
+                         "-" if name == "plain" else f"{entry[name]['psnr']:.1f}",
+                         f"{mem['peak_rss_mb']:.0f} (+{mem['peak_rss_mb'] - mem['baseline_rss_mb']:.0f})"
+                         if mem else "-"])
+        results["sizes"][size] = entry
+        print(f"# {size}px done, load average {os.getloadavg()[0]:.1f}", flush=True)
+
+    header = ["px", "path", "ms/frame", "time vs plain", "speed-up", "GFLOP/frame", "GFLOP/s", "of peak",
+              "max |diff| vs plain", "PSNR vs plain (dB)", "peak RSS MB (+ over weights)"]
+    print()
+    print(common.markdown_table(header, rows))
+
+    counts = [int(n) for n in args.flat.split(",") if n]
+    if counts:
+        flat_rows = []
+        for p in [p for p in args.flat_paths.split(",") if p]:
+            for n in counts:
+                r = run_worker(args, p, args.flat_size, n)
+                results["flat"][f"{p}/{n}"] = r
+                flat_rows.append([p, args.flat_size, n, f"{r['s_per_frame'] * 1e3:.0f}",
+                                  f"{r['mean_s_per_frame'] * 1e3:.0f}", f"{r['peak_rss_mb']:.0f}",
+                                  f"{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f}"])
+        print()
+        print(common.markdown_table(["path", "px", "frames", "median ms/frame", "mean ms/frame", "peak RSS (MB)",
+                                     "peak over weights (MB)"], flat_rows))
+    print(f"\n# load average at end {os.getloadavg()[0]:.1f} (2 cores shared with other processes: "
+          f"ratios are from interleaved rounds of this run)")
+    if args.json:
+        with open(args.json + ".tmp", "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        os.replace(args.json + ".tmp", args.json)
+
+
+if __name__ == "__main__":
+    main()
