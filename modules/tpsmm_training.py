@@ -119,16 +119,21 @@ class TPSMMTraining:
 
     Attributes: `models` (checkpoint name -> module), `optimizers` and `schedulers`
     (checkpoint names), `ddp_modules` (what the trainer wraps in DDP).
+    Random draws of a step (TPS dropout mask, random TPS) are made for the whole
+    global batch from a generator seeded by (seed, epoch, step) and sliced by rank,
+    so N processes compute exactly what one process does on the global batch, and a
+    resumed run draws what the uninterrupted run drew.
     """
 
     def __init__(self, models: dict[str, nn.Module], config: dict, perceptual: nn.Module | None):
         tp = config["train_params"]
         self.train_params = tp
+        self.num_tps = config["model_params"]["common_params"]["num_tps"]
         self.models = {k: v for k, v in models.items() if k != "avd_network"}
         self.full = TPSMMFullModel(models["kp_detector"], models["dense_motion_network"],
                                    models["inpainting_network"], models.get("bg_predictor"), perceptual, tp,
                                    num_channels=config["model_params"]["common_params"]["num_channels"])
-        self.ddp_modules = {"full": self.full}
+        self.ddp_modules: dict[str, nn.Module] = {"full": self.full}
         main = (list(models["inpainting_network"].parameters()) + list(models["dense_motion_network"].parameters())
                 + list(models["kp_detector"].parameters()))
         self.optimizers: dict[str, torch.optim.Optimizer] = {"optimizer": adam(main, tp["lr_generator"])}
@@ -137,34 +142,48 @@ class TPSMMTraining:
         self.schedulers = {name: torch.optim.lr_scheduler.MultiStepLR(opt, tp["epoch_milestones"], gamma=0.1)
                            for name, opt in self.optimizers.items()}
 
-    def step(self, batch: dict, epoch: int, autocast) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """One optimisation step; returns the (detached) weighted losses and the generated tensors."""
+    def draws(self, epoch: int, step: int, global_batch: int, rows: slice, device) -> dict[str, Any]:
+        """This rank's rows of the step's random draws (dropout keep mask, random TPS)."""
         tp = self.train_params
-        full = self.ddp_modules["full"]
+        gen = torch.Generator().manual_seed((int(tp["seed"]) * 1_000_003 + epoch) * 1_000_033 + step)
+        out: dict[str, Any] = {}
+        p = dropout_probability(epoch, tp)
+        if p is not None:
+            keep = (torch.rand(global_batch, self.num_tps + 1, generator=gen) < (1 - p)).float()
+            keep[:, 0] = 1
+            out["dropout_keep"] = keep[rows].to(device)
+        t = tp["transform_params"]
+        tps = random_tps(global_batch, t["sigma_affine"], t["sigma_tps"], t["points_tps"], generator=gen)
+        out["transform"] = TPSParams(tps.theta[rows].to(device), tps.control_points.to(device),
+                                     tps.control_params[rows].to(device))
+        return out
+
+    def forward_backward(self, batch: dict, epoch: int, draws: dict, autocast, scaler=None) -> tuple[dict, dict]:
+        """Losses of one batch, back-propagated (gradients accumulate until `optimizer_step`)."""
         with autocast():
-            losses, generated = full(batch["source"], batch["driving"], epoch)
+            losses, generated = self.ddp_modules["full"](batch["source"], batch["driving"], epoch, **draws)
         loss = sum(v.mean() for v in losses.values())
         assert torch.isfinite(loss), {k: float(v) for k, v in losses.items()}
-        loss.backward()
-        clip = tp["grad_clip"]
-        torch.nn.utils.clip_grad_norm_(self.models["kp_detector"].parameters(), max_norm=clip, norm_type=math.inf)
-        torch.nn.utils.clip_grad_norm_(self.models["dense_motion_network"].parameters(), max_norm=clip,
-                                       norm_type=math.inf)
-        use_bg = "bg_predictor" in self.models and epoch >= tp["bg_start"]
-        if use_bg:
-            torch.nn.utils.clip_grad_norm_(self.models["bg_predictor"].parameters(), max_norm=clip,
-                                           norm_type=math.inf)
-        self.optimizers["optimizer"].step()
-        self.optimizers["optimizer"].zero_grad(set_to_none=True)
-        if "optimizer_bg_predictor" in self.optimizers:
-            if use_bg:
-                self.optimizers["optimizer_bg_predictor"].step()
-            self.optimizers["optimizer_bg_predictor"].zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         return {k: v.detach().mean() for k, v in losses.items()}, generated
 
-    def checkpoint_models(self, epoch: int) -> dict[str, nn.Module]:
-        """Networks saved in the published layout (bg_predictor once epoch >= bg_start, as the reference)."""
-        return dict(self.models)
+    def optimizer_step(self, epoch: int, scaler=None) -> None:
+        """Clip (infinity norm) and step, as the reference does; bg predictor only from `bg_start`."""
+        tp = self.train_params
+        clip = tp["grad_clip"]
+        use_bg = "bg_predictor" in self.models and epoch >= tp["bg_start"]
+        if scaler is not None:
+            for opt in self.optimizers.values():
+                scaler.unscale_(opt)
+        for name in ("kp_detector", "dense_motion_network") + (("bg_predictor",) if use_bg else ()):
+            torch.nn.utils.clip_grad_norm_(self.models[name].parameters(), max_norm=clip, norm_type=math.inf)
+        for name, opt in self.optimizers.items():
+            if name != "optimizer_bg_predictor" or use_bg:
+                scaler.step(opt) if scaler is not None else opt.step()
+            opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.update()
 
-    def checkpoint_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return dict(self.optimizers)
+    def checkpoint_models(self, epoch: int) -> dict[str, nn.Module]:
+        """Networks saved in the published layout."""
+        return dict(self.models)
