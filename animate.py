@@ -106,6 +106,20 @@ def cached_models(config: dict, checkpoint: str, mode: str, device: torch.device
         return _MODEL_CACHE[key]
 
 
+def size_multiple(config: dict) -> int:
+    """Frame sides the TPSMM networks accept are multiples of this (hourglass pooling after the
+    dense-motion downscale, and the inpainting encoder's down blocks); 1 for other families."""
+    mp = config.get("model_params", {})
+    dense, gen = mp.get("dense_motion_params", {}), mp.get("generator_params", {})
+    if config.get("model_family") != "tpsmm" or "num_blocks" not in dense:
+        return 1
+    from fractions import Fraction
+    from math import lcm
+
+    per_dense = Fraction(2 ** int(dense["num_blocks"])) / Fraction(str(dense.get("scale_factor", 1)))
+    return lcm(per_dense.numerator, 2 ** int(gen.get("num_down_blocks", 0)))  # smallest integer multiple of both
+
+
 def _to_tensor(frames: list[np.ndarray] | np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 frames (T, H, W, 3) -> float (T, 3, H, W) in [0, 1] on `device`."""
     array = np.ascontiguousarray(np.stack(frames) if isinstance(frames, list) else frames)
@@ -225,6 +239,11 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
     fps = float(reader.fps) if reader.fps and reader.fps > 0 else 25.0
     cfg = load_config(config)
     height, width = (int(img_shape[0]), int(img_shape[1])) if img_shape else tuple(cfg["dataset_params"]["frame_shape"][:2])
+    multiple = size_multiple(cfg)
+    if height < 1 or width < 1 or height % multiple or width % multiple:
+        raise AnimateError(f"image size {height}x{width} does not fit this model: sides must be multiples of "
+                           f"{multiple} (the config's size is {cfg['dataset_params']['frame_shape'][0]}x"
+                           f"{cfg['dataset_params']['frame_shape'][1]})")
     models = cached_models(cfg, os.fspath(checkpoint), mode, dev)
 
     def frames_with_bar(frames: Iterator[np.ndarray], desc: str) -> Iterator[np.ndarray]:

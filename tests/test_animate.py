@@ -311,6 +311,7 @@ def bad(tmp_path_factory, tiny_checkpoint):
     ("output_overwrites_input", "would overwrite the input"),
     ("best_frame_out_of_range", "outside the driving video"),
     ("no_face_in_source", "no face found in the source image"),
+    ("image_size_unsupported", "sides must be multiples of 32"),
 ])
 def test_bad_input_one_line_error(case, message, bad, media, tiny_config_path, tiny_checkpoint, tmp_path, capsys):
     args = {"--config": tiny_config_path, "--checkpoint": tiny_checkpoint, "--source_image": media["photo"],
@@ -347,6 +348,8 @@ def test_bad_input_one_line_error(case, message, bad, media, tiny_config_path, t
         args["--result_video"] = media["face_short"]
     elif case == "best_frame_out_of_range":
         extra = ["--best_frame", "99"]
+    elif case == "image_size_unsupported":
+        extra = ["--img_shape", "48,80"]
     elif case == "no_face_in_source":
         args["--source_image"] = str(bad / "noise.png")
         extra = ["--crop", "face"]
