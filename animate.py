@@ -206,8 +206,7 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
     from modules import CheckpointError  # noqa: F401  (documented error type)
     from utils.config import load_config
     from utils.crop import CROPS, best_frame as find_best, centre_box, crop_resize, full_box, image_box, track_boxes
-    from utils.media import WriterGroup, has_audio, open_writer, output_kind
-    from utils.video import open_video, read_image
+    from utils.media import WriterGroup, has_audio, open_upright_video, open_writer, output_kind, read_photo
 
     start = time.time()
     if mode not in MODES:
@@ -233,8 +232,8 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
     dev = resolve_device(device)
 
     # Inputs and model, checked before anything is written.
-    source_full = read_image(os.fspath(source_image))
-    reader = open_video(os.fspath(driving_video))
+    source_full = read_photo(os.fspath(source_image))  # upright by its EXIF orientation
+    reader = open_upright_video(os.fspath(driving_video))  # upright by its display rotation
     total = reader.num_frames
     fps = float(reader.fps) if reader.fps and reader.fps > 0 else 25.0
     cfg = load_config(config)

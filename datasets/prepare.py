@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from utils.video import VIDEO_EXTENSIONS, MediaError, open_video
+from utils.media import open_upright_video
+from utils.video import VIDEO_EXTENSIONS, MediaError
 
 KINDS = ("face", "person")
 DEFAULT_INCREASE = {"face": 0.4, "person": 0.1}
@@ -92,7 +93,7 @@ def find_clips(path: str, kind: str = "face", detect_every: int = 1, iou_with_in
     if kind not in KINDS:
         raise PrepareError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     increase = DEFAULT_INCREASE[kind] if increase is None else increase
-    reader = open_video(path)
+    reader = open_upright_video(path)
     detect = detector(kind)
     active: list[Track] = []
     finished: list[Track] = []
@@ -144,7 +145,7 @@ def write_clips(path: str, clips: list[Clip], out_dir: str, name: str, image_sha
 
     if not clips:
         return []
-    reader = open_video(path)
+    reader = open_upright_video(path)
     os.makedirs(out_dir, exist_ok=True)
     targets = [os.path.join(out_dir, f"{name}#{c.index:03d}" + (".mp4" if fmt == "mp4" else "")) for c in clips]
     writers = {}

@@ -424,3 +424,30 @@ def test_track_boxes_smooth_and_follow(monkeypatch):
     assert np.abs(centre - truth_x)[inside].max() < 12
     raw_jerk = np.abs(np.diff(truth_x + jitter[:, 0], 2)).mean()
     assert np.abs(np.diff(centre, 2)).mean() < raw_jerk / 5  # smooth
+
+
+def test_phone_photo_and_video_are_turned_upright(tmp_path):
+    """EXIF orientation (photos) and display rotation (videos) are applied, as viewers and ffmpeg do."""
+    from PIL import Image, ImageOps
+
+    from utils.media import open_upright_video, read_photo
+
+    frame = open_video(os.path.join(DATA, "single_face.mp4")).get_frames([0])[0]  # 360 x 640 x 3
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(frame).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    photo = read_photo(str(tmp_path / "phone.jpg"))
+    with Image.open(tmp_path / "phone.jpg") as image:
+        expected = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    assert photo.shape == (640, 360, 3) and np.array_equal(photo, expected)
+
+    ffmpeg("-display_rotation", "90", "-i", os.path.join(DATA, "single_face.mp4"), "-frames:v", "3", "-c", "copy",
+           str(tmp_path / "phone.mp4"))
+    ffmpeg("-i", str(tmp_path / "phone.mp4"), "-frames:v", "1", str(tmp_path / "shown.png"))  # ffmpeg autorotates
+    reader = open_upright_video(str(tmp_path / "phone.mp4"))
+    assert (reader.height, reader.width, reader.num_frames) == (640, 360, 3)
+    first = next(iter(reader))
+    assert first.shape == (640, 360, 3) and np.array_equal(reader.get_frames([0])[0], first)
+    shown = np.asarray(Image.open(tmp_path / "shown.png").convert("RGB"))
+    assert np.abs(first.astype(int) - shown.astype(int)).mean() < 2
+    assert open_upright_video(os.path.join(DATA, "carphone.mp4")).height == 144  # no rotation: unchanged

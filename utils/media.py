@@ -97,6 +97,87 @@ def probe(path: str) -> dict:
     return info
 
 
+# ----------------------------------------------------------------------------- upright photos and videos
+
+# EXIF orientation -> the PIL transpose that makes the photo upright (as ImageOps.exif_transpose)
+_EXIF_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+                   6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def exif_orientation(path: str) -> int:
+    """The EXIF orientation tag of a photo (1 = upright, also when absent or unreadable)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return int(image.getexif().get(0x0112, 1) or 1)
+    except Exception:
+        return 1
+
+
+def read_photo(path: str) -> np.ndarray:
+    """`utils.video.read_image` (H, W, 3) uint8, turned upright by the EXIF orientation (phone photos)."""
+    from PIL import Image
+
+    from utils.video import read_image
+
+    image = read_image(path)
+    method = _EXIF_TRANSPOSE.get(exif_orientation(path))
+    if method is None:
+        return image
+    return np.asarray(Image.fromarray(image).transpose(getattr(Image.Transpose, method)))
+
+
+def video_rotation(path: str) -> int:
+    """Degrees (0/90/180/270, counter-clockwise) a video's frames must be turned for display.
+
+    Phone videos are stored sideways with a display-rotation matrix; players (and
+    ffmpeg) apply it, decoders do not.
+    """
+    if not os.path.isfile(path) or path.lower().endswith(".gif"):
+        return 0
+    try:
+        import av
+
+        with av.open(path) as container:
+            for frame in container.decode(video=0):
+                return int(round(float(frame.rotation or 0) / 90.0)) % 4 * 90
+    except Exception:
+        return 0
+    return 0
+
+
+class UprightVideo:
+    """A `utils.video.VideoReader` whose frames come out turned by the video's display rotation."""
+
+    def __init__(self, reader, rotation: int):
+        self.reader = reader
+        self.k = (int(rotation) // 90) % 4  # np.rot90 turns counter-clockwise, as the display matrix
+        self.path, self.fps, self.num_frames = reader.path, reader.fps, reader.num_frames
+        self.height, self.width = (reader.width, reader.height) if self.k % 2 else (reader.height, reader.width)
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def __iter__(self):
+        for frame in self.reader:
+            yield np.ascontiguousarray(np.rot90(frame, self.k))
+
+    def get_frames(self, indices) -> np.ndarray:
+        return np.ascontiguousarray(np.rot90(self.reader.get_frames(indices), self.k, axes=(1, 2)))  # T x H x W x 3
+
+
+def open_upright_video(path: str):
+    """`utils.video.open_video`, with phone videos' display rotation applied to every frame."""
+    from utils.video import open_video
+
+    reader = open_video(path)
+    if getattr(reader, "applies_rotation", False):  # the reader already turns frames upright
+        return reader
+    rotation = video_rotation(os.fspath(path))
+    return UprightVideo(reader, rotation) if rotation else reader
+
+
 def _fps_arg(fps: float) -> str:
     """A frame rate as an exact rational for ffmpeg (29.97002997 -> 30000/1001)."""
     frac = Fraction(float(fps)).limit_denominator(1001)
