@@ -76,19 +76,19 @@ def crop_box(tube: np.ndarray, increase: float, height: int, width: int) -> np.n
     The square is moved inside the frame where it fits; where it does not, the
     missing border is filled when cropping (see `utils.crop.crop_resize`).
     """
-    from utils.crop import _square
+    from utils.crop import square_at
 
     left, top, right, bottom = [float(v) for v in tube]
     w, h = right - left, bottom - top
     side = max((1 + 2 * increase) * w, (1 + 2 * increase) * h)
-    return _square((left + right) / 2.0, (top + bottom) / 2.0, side, height, width)
+    return square_at((left + right) / 2.0, (top + bottom) / 2.0, side, height, width)
 
 
 def find_clips(path: str, kind: str = "face", detect_every: int = 1, iou_with_initial: float = 0.25,
                min_frames: int = 64, max_missed: int = 1, increase: float | None = None,
                max_side: int = 640, show_progress: bool = False) -> list[Clip]:
     """Track faces/persons through the video at `path` and return its clips (one decode pass)."""
-    from utils.crop import _detect_scaled, detector
+    from utils.crop import detect_scaled, detector
 
     if kind not in KINDS:
         raise PrepareError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -106,7 +106,7 @@ def find_clips(path: str, kind: str = "face", detect_every: int = 1, iou_with_in
             bar.update(1)
         if index % detect_every:
             continue
-        boxes = _detect_scaled(frame, detect, max_side)  # largest first
+        boxes = detect_scaled(frame, detect, max_side)  # largest first
         # a track goes on while some detection overlaps its first box by more than iou_with_initial;
         # it ends after `max_missed` detection rounds without one
         still = []

@@ -412,7 +412,7 @@ def test_track_boxes_smooth_and_follow(monkeypatch):
         return detect
 
     monkeypatch.setattr(crop, "detector", fake_detector)
-    monkeypatch.setattr(crop, "_detect_scaled", lambda frame, detect, max_side: [np.asarray(b, float) for b in detect(frame)])
+    monkeypatch.setattr(crop, "detect_scaled", lambda frame, detect, max_side: [np.asarray(b, float) for b in detect(frame)])
     boxes = crop.track_boxes(iter(frames), num, height, width, "face", fps=30.0, detect_every=1)
     assert boxes.shape == (num, 4)
     sides = boxes[:, 2] - boxes[:, 0]

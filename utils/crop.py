@@ -42,10 +42,11 @@ def square_around(box, scale: float, height: int, width: int) -> np.ndarray:
     x0, y0, x1, y1 = [float(v) for v in box]
     side = scale * max(x1 - x0, y1 - y0)
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-    return _square(cx, cy, side, height, width)
+    return square_at(cx, cy, side, height, width)
 
 
-def _square(cx: float, cy: float, side: float, height: int, width: int) -> np.ndarray:
+def square_at(cx: float, cy: float, side: float, height: int, width: int) -> np.ndarray:
+    """A square box of `side` centred at (cx, cy), moved inside the (height, width) frame where it fits."""
     side = max(side, 8.0)
     if side <= width:
         cx = min(max(cx, side / 2.0), width - side / 2.0)
@@ -76,7 +77,7 @@ def crop_resize(frame: np.ndarray, box, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def _detect_scaled(frame: np.ndarray, detect: Callable[[np.ndarray], list], max_side: int) -> list[np.ndarray]:
+def detect_scaled(frame: np.ndarray, detect: Callable[[np.ndarray], list], max_side: int) -> list[np.ndarray]:
     """Run `detect` on a copy of `frame` shrunk to at most `max_side` pixels; boxes in original pixels."""
     from PIL import Image
 
@@ -121,7 +122,7 @@ def image_box(image: np.ndarray, crop: str, max_side: int = 960) -> np.ndarray:
         return centre_box(height, width)
     if crop == "none":
         return full_box(height, width)
-    boxes = _detect_scaled(image, detector(crop), max_side)
+    boxes = detect_scaled(image, detector(crop), max_side)
     if not boxes:
         raise CropError(f"no {crop} found in the source image; use --crop centre")
     return square_around(boxes[0], FACE_SCALE if crop == "face" else PERSON_SCALE, height, width)
@@ -158,7 +159,7 @@ def track_boxes(frames: Iterable[np.ndarray], num_frames: int, height: int, widt
         count = index + 1
         if index % detect_every and index != num_frames - 1:
             continue
-        boxes = _detect_scaled(frame, detect, max_side)
+        boxes = detect_scaled(frame, detect, max_side)
         if not boxes:
             continue
         if previous is None:
@@ -179,7 +180,7 @@ def track_boxes(frames: Iterable[np.ndarray], num_frames: int, height: int, widt
     side = np.interp(t, t[found], scale * np.maximum(raw[found, 2] - raw[found, 0], raw[found, 3] - raw[found, 1]))
     centre = _gaussian_smooth(np.stack([cx, cy], axis=1), centre_seconds * fps)
     side = _gaussian_smooth(side, size_seconds * fps)
-    boxes = np.stack([_square(c[0], c[1], s, height, width) for c, s in zip(centre, side)])
+    boxes = np.stack([square_at(c[0], c[1], s, height, width) for c, s in zip(centre, side)])
     if len(boxes) < num_frames:  # the video ended early: hold the last box
         boxes = np.concatenate([boxes, np.repeat(boxes[-1:], num_frames - len(boxes), axis=0)])
     return boxes  # T x 4
