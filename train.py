@@ -310,7 +310,7 @@ def train(config: dict, models: dict[str, nn.Module], log_dir: str, checkpoint: 
                 summary["stopped"] = True
                 break
             with warnings.catch_warnings():  # the bg optimizer has not stepped before bg_start
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                 for s in family.schedulers.values():
                     s.step()
             resume_step = 0
