@@ -5,23 +5,19 @@ every test in this file. Screenshots go to $TEST_OUTPUT_DIR/app/ when set, else 
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
 
 import pytest
 
+from web.harness import chromium, external, http_ok, requested_urls, start_server, stop_server
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "web", "examples")
-# Debian's packages (`make browser-deps`); CHROMIUM / CHROMEDRIVER name other executables.
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
 UPLOAD_LIMIT_MB = 1.0           # the server's --max_file_size in these tests
 CLIP_FRAMES = 12                # the driving clip the browser uploads
 SERVER_START_TIMEOUT = 300      # s; a slow, busy 2-core machine imports torch + gradio slowly
@@ -30,20 +26,6 @@ UI_TIMEOUT = 90                 # s; page loads, uploads, messages
 
 
 # ----------------------------------------------------------------------------- helpers
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def _cut_clip(src: str, dst: str, frames: int) -> str:
     """The first `frames` frames of `src` (audio kept) as an H.264 mp4."""
     from utils.media import ffmpeg_exe
@@ -74,51 +56,25 @@ def server(tmp_path_factory, tiny_checkpoint, tiny_config_path):
     text = open(tiny_config_path).read()
     assert "num_tps: 4" in text
     (base / "config" / "mismatch.yaml").write_text(text.replace("num_tps: 4", "num_tps: 5"))
-    port = _free_port()
-    env = dict(os.environ, GRADIO_TEMP_DIR=str(base / "gradio"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
     log_path = base / "server.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "--port", str(port), "--device", "cpu",
-                             "--checkpoints_dir", str(base / "checkpoints"), "--config_dir", str(base / "config"),
-                             "--max_file_size", str(UPLOAD_LIMIT_MB)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + SERVER_START_TIMEOUT
-    try:
-        while not _http_ok(url):
-            if proc.poll() is not None:
-                raise AssertionError(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            if time.time() > deadline:
-                raise AssertionError(f"app.py not serving after {SERVER_START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1.0)
-        yield {"url": url, "proc": proc, "log": log_path, "dir": base}
-    finally:
-        proc.terminate()
+    with open(log_path, "w") as log:
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-        log.close()
+            proc, url = start_server(["--device", "cpu", "--checkpoints_dir", str(base / "checkpoints"),
+                                      "--config_dir", str(base / "config"), "--max_file_size", str(UPLOAD_LIMIT_MB)],
+                                     log, env={"GRADIO_TEMP_DIR": str(base / "gradio"), "OMP_NUM_THREADS": "2"},
+                                     timeout=SERVER_START_TIMEOUT)
+        except RuntimeError as err:
+            raise AssertionError(f"{err}:\n{log_path.read_text()[-3000:]}") from None
+        try:
+            yield {"url": url, "proc": proc, "log": log_path, "dir": base}
+        finally:
+            stop_server(proc)
 
 
 @pytest.fixture()
 def browser(tmp_path):
-    """Headless Chromium through chromedriver, offline-friendly flags, a fresh profile, network log on."""
-    assert os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER), (
-        "chromium and chromedriver are needed: `make browser-deps` (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-extensions", "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(UI_TIMEOUT)
+    """Headless Chromium through chromedriver (web/harness.py): offline flags, fresh profile, network log."""
+    driver = chromium(str(tmp_path / "profile"), page_load_timeout=UI_TIMEOUT)
     try:
         yield driver
     finally:
@@ -161,16 +117,6 @@ def _page_has(driver, text: str, timeout: float = UI_TIMEOUT) -> None:
     _wait(driver, lambda d: text in d.find_element("tag name", "body").text, timeout, repr(text))
 
 
-def _requested_urls(driver) -> set[str]:
-    urls = set()
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] in ("Network.requestWillBeSent", "Network.webSocketCreated"):
-            url = message["params"].get("request", {}).get("url") or message["params"].get("url", "")
-            urls.add(url)
-    return urls
-
-
 # ----------------------------------------------------------------------------- tests
 def test_browser_upload_animate_and_download(server, browser, output_dir, tmp_path):
     """Upload the built-in photo and (the first frames of) a built-in video, animate, get the video back."""
@@ -209,10 +155,8 @@ def test_browser_upload_animate_and_download(server, browser, output_dir, tmp_pa
     assert f"Result: {CLIP_FRAMES} frames" in browser.find_element("id", "status").text
 
     # Offline: the page asked nothing of any host but this server.
-    external = sorted(u for u in _requested_urls(browser)
-                      if urllib.parse.urlparse(u).scheme in ("http", "https", "ws", "wss")
-                      and urllib.parse.urlparse(u).hostname not in ("127.0.0.1", "localhost"))
-    assert not external, f"the page requested outside URLs: {external[:5]}"
+    outside = external(requested_urls(browser))
+    assert not outside, f"the page requested outside URLs: {outside[:5]}"
 
 
 def test_browser_bad_uploads_show_messages(server, browser, output_dir, tmp_path):
@@ -253,7 +197,7 @@ def test_browser_bad_uploads_show_messages(server, browser, output_dir, tmp_path
         "return !!(i && i.src && v && v.src)"), UI_TIMEOUT, "the example to fill the inputs")
 
     assert server["proc"].poll() is None, server["log"].read_text()[-3000:]
-    assert _http_ok(server["url"])
+    assert http_ok(server["url"])
     assert "Traceback" not in server["log"].read_text()
 
 
