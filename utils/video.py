@@ -58,8 +58,8 @@ def read_image(path: str) -> np.ndarray:
         raise MediaError(f"expected an image file, got a folder: {path}")
     try:
         frame = iio.imread(path, index=0)
-    except Exception as err:  # imageio raises many types for bad files
-        raise MediaError(f"not a readable image: {path} ({type(err).__name__})") from None
+    except Exception:  # imageio raises many types for bad files
+        raise MediaError(f"not a readable image (unknown or corrupt image format): {path}") from None
     return to_rgb(frame)
 
 
