@@ -202,21 +202,42 @@ def test_browser_bad_uploads_show_messages(server, browser, output_dir, tmp_path
 
 
 def test_two_users_at_once_both_get_their_results(server, tmp_path):
-    """Two clients submit at the same moment; the queue runs both and each gets its own video."""
+    """Two clients submit at the same moment: one waits in the queue while the other runs, both get their own video,
+    and each sees the progress bar count its frames."""
     from gradio_client import Client, handle_file
+    from gradio_client.utils import Status
 
     from utils.video import open_video
 
     frames = {"a": 6, "b": 9}
     clips = {k: _cut_clip(os.path.join(EXAMPLES, "carphone.mp4"), str(tmp_path / f"{k}.mp4"), n) for k, n in frames.items()}
-    clients = {k: Client(server["url"], verbose=False) for k in frames}
-    jobs = {k: clients[k].submit(handle_file(os.path.join(EXAMPLES, "astronaut.png")), handle_file(clips[k]), "tiny",
-                                 "standard", "none", False, False, api_name="/animate") for k in frames}
+    jobs = {k: Client(server["url"], verbose=False).submit(
+        handle_file(os.path.join(EXAMPLES, "astronaut.png")), handle_file(clips[k]), "tiny", "standard", "none",
+        False, False, api_name="/animate") for k in frames}
+    started: dict[str, float] = {}
+    finished: dict[str, float] = {}
+    progress: dict[str, set] = {k: set() for k in frames}
+    deadline = time.time() + RUN_TIMEOUT
+    while not all(job.done() for job in jobs.values()) and time.time() < deadline:
+        for k, job in jobs.items():
+            status = job.status()
+            now = time.time()
+            if status.code in (Status.PROCESSING, Status.PROGRESS):
+                started.setdefault(k, now)
+            if status.code == Status.FINISHED:
+                finished.setdefault(k, now)
+            for p in status.progress_data or []:
+                progress[k].add((p.desc, p.length, p.unit))
+        time.sleep(0.05)
     for k, job in jobs.items():
         result, side_by_side, status = job.result(timeout=RUN_TIMEOUT)
         assert open_video(result).num_frames == frames[k], status
         assert side_by_side is None
         assert f"{k}.mp4: {frames[k]} frames" in status
+        assert ("Animating", frames[k], "frames") in progress[k], progress[k]
+        finished.setdefault(k, time.time())
+    first, second = sorted(frames, key=lambda k: started[k])
+    assert started[second] >= finished[first] - 0.5, (started, finished)  # one at a time: the second waited
 
 
 def test_bad_request_through_the_api_is_a_message(server, tmp_path):
