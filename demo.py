@@ -7,7 +7,7 @@ Steps (outputs under demo_out/ and checkpoints/demo.pth.tar):
 3. animate data/demo/source.png (a face the model never saw) with a held-out clip:
    an mp4 and a side-by-side image.
 
-    python demo.py [--retrain] [--epochs N]
+    python demo.py [--retrain] [--epochs N] [--steps_per_epoch N] [--work_dir DIR]
 """
 from __future__ import annotations
 
@@ -22,9 +22,6 @@ import torch
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CONFIG = os.path.join(ROOT, "config", "demo.yaml")
-LOG_DIR = os.path.join(ROOT, "log", "demo")
-OUT_DIR = os.path.join(ROOT, "demo_out")
-CHECKPOINT = os.path.join(ROOT, "checkpoints", "demo.pth.tar")
 
 
 def repeat_source_l1(root: str, size: tuple[int, int]) -> dict[str, float]:
@@ -66,7 +63,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--retrain", action="store_true", help="train again even if a demo checkpoint exists")
     parser.add_argument("--epochs", type=int, default=None, help="override train_params.num_epochs")
+    parser.add_argument("--steps_per_epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
+    parser.add_argument("--work_dir", default=ROOT,
+                        help="where log/demo, demo_out/ and checkpoints/demo.pth.tar go (default: the repository)")
     args = parser.parse_args(argv)
+    log_dir = os.path.join(args.work_dir, "log", "demo")
+    out_dir = os.path.join(args.work_dir, "demo_out")
+    checkpoint = os.path.join(args.work_dir, "checkpoints", "demo.pth.tar")
     sys.path.insert(0, ROOT)
     os.chdir(ROOT)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -81,37 +84,40 @@ def main(argv=None) -> int:
     config = load_config(CONFIG)
     if args.epochs is not None:
         config["train_params"]["num_epochs"] = args.epochs
+    if args.steps_per_epoch is not None:
+        config["train_params"]["max_steps_per_epoch"] = args.steps_per_epoch
+    config["dataset_params"]["root_dir"] = os.path.join(ROOT, config["dataset_params"]["root_dir"])
     size = tuple(config["dataset_params"]["frame_shape"][:2])
-    trained = os.path.join(LOG_DIR, "checkpoint.pth.tar")
+    trained = os.path.join(log_dir, "checkpoint.pth.tar")
     if args.retrain or not os.path.exists(trained) or \
             torch.load(trained, weights_only=True, map_location="cpu").get("epoch", -1) + 1 < \
             config["train_params"]["num_epochs"]:
         print(f"[1/3] training {CONFIG} on {config['dataset_params']['root_dir']} "
-              f"({config['train_params']['num_epochs']} epochs, CPU) -> {LOG_DIR}")
+              f"({config['train_params']['num_epochs']} epochs, CPU) -> {log_dir}")
         resume = trained if os.path.exists(trained) and not args.retrain else None
-        if args.retrain and os.path.isdir(LOG_DIR):
-            shutil.rmtree(LOG_DIR)
+        if args.retrain and os.path.isdir(log_dir):
+            shutil.rmtree(log_dir)
         torch.manual_seed(0)
-        train(config, build_models(config), LOG_DIR, checkpoint=resume)
+        train(config, build_models(config), log_dir, checkpoint=resume)
     else:
         print(f"[1/3] using the trained demo model {trained} (--retrain to train again)")
     t_train = time.time() - t0
-    os.makedirs(os.path.dirname(CHECKPOINT), exist_ok=True)
-    shutil.copyfile(trained, CHECKPOINT)
+    os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
+    shutil.copyfile(trained, checkpoint)
 
     print("[2/3] reconstructing the held-out clips from their first frame")
     models = build_models(config)
-    load_checkpoint(CHECKPOINT, models, strict=False)
-    summary = reconstruction(config, models, CHECKPOINT, OUT_DIR, progress=False)
+    load_checkpoint(checkpoint, models, strict=False)
+    summary = reconstruction(config, models, checkpoint, out_dir, progress=False)
     baseline = repeat_source_l1(config["dataset_params"]["root_dir"], size)
     per_video = summary["videos"]
 
     print("[3/3] animating data/demo/source.png with the held-out clip")
     driving = os.path.join(ROOT, "data", "demo", "test", "carphone#003.png")
-    video = os.path.join(OUT_DIR, "animation.mp4")
-    run_animation(CONFIG, CHECKPOINT, os.path.join(ROOT, "data", "demo", "source.png"), driving, video,
+    video = os.path.join(out_dir, "animation.mp4")
+    run_animation(config, checkpoint, os.path.join(ROOT, "data", "demo", "source.png"), driving, video,
                   mode="relative", crop="none", audio=False)
-    grid = os.path.join(OUT_DIR, "side_by_side.png")
+    grid = os.path.join(out_dir, "side_by_side.png")
     side_by_side_image(os.path.join(ROOT, "data", "demo", "source.png"), driving, video, grid)
 
     total = time.time() - t0
@@ -122,8 +128,8 @@ def main(argv=None) -> int:
     frames = {name: per_video[name]["frames"] for name in baseline}
     base_all = sum(baseline[n] * frames[n] for n in baseline) / sum(frames.values())
     print(f"{'all frames':<22} {summary['l1']:8.4f} {base_all:14.4f}")
-    print(f"\ncheckpoint {CHECKPOINT}\nanimation  {video}\nside by side {grid}\n"
-          f"reconstructions {os.path.join(OUT_DIR, 'reconstruction')}")
+    print(f"\ncheckpoint {checkpoint}\nanimation  {video}\nside by side {grid}\n"
+          f"reconstructions {os.path.join(out_dir, 'reconstruction')}")
     print(f"time: training {t_train / 60:.1f} min, total {total / 60:.1f} min")
     return 0
 
