@@ -99,7 +99,10 @@ class _InstanceNormCL(nn.Module):
         self.bias = nn.Parameter(norm.bias.detach().float().clone(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+        weight, bias = self.weight, self.bias
+        if x.dtype != weight.dtype and x.device.type != "cpu":  # mixed-type GroupNorm is a CPU kernel
+            weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+        return F.group_norm(x, self.num_features, weight, bias, self.eps)
 
 
 class _PhaseUpBlock(nn.Module):

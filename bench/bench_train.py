@@ -1,0 +1,174 @@
+"""Training speed: one TPSMM optimisation step (all four losses) at batch 1 and 4, with and without
+channels-last and bf16 autocast, plus the data loader's share.
+
+    .venv/bin/python bench/bench_train.py [--config config/vox-256.yaml] [--batches 1,4] [--steps 2]
+
+Each variant trains a fresh copy of the same (seeded) networks through the trainer's own
+code path (`modules.tpsmm_training.TPSMMTraining.forward_backward` + `optimizer_step`,
+the autocast factory of train.py) on real 256 px frame pairs, at an epoch where every
+loss and the background predictor are active. The perceptual network is VGG-19 with
+seeded weights (`random_vgg19`: the published FLOPs, no download). Prints ms per step,
+samples/s, FLOPs per step (forward + backward, torch.utils.flop_counter), the fraction
+of the measured matmul peak, peak memory, and the time the loop waits for the data
+loader (FramesDataset on the built-in clips, 0 and 1 workers).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import torch  # noqa: E402
+
+VARIANTS = {  # name: (channels_last, autocast precision)
+    "fp32": (False, "fp32"),
+    "fp32 channels-last": (True, "fp32"),
+    "bf16 autocast": (False, "bf16"),
+    "bf16 autocast + channels-last": (True, "bf16"),
+}
+
+
+def make_family(config: dict, models: dict, channels_last: bool):
+    from modules.perceptual import build_perceptual
+    from modules.tpsmm_training import TPSMMTraining
+
+    models = copy.deepcopy(models)
+    for m in models.values():
+        m.train()
+        if channels_last:
+            m.to(memory_format=torch.channels_last)
+    perceptual = build_perceptual("random_vgg19", None, seed=0)
+    family = TPSMMTraining(models, config, perceptual)
+    for m in family.ddp_modules.values():
+        m.train()
+        if channels_last:
+            m.to(memory_format=torch.channels_last)
+    return family
+
+
+def pairs(size: int, batch: int, channels_last: bool) -> dict:
+    source, driving = common.real_frames(size, 2 * batch, step=7)
+    out = {"source": driving[0::2].contiguous(), "driving": driving[1::2].contiguous()}
+    if channels_last:
+        out = {k: v.contiguous(memory_format=torch.channels_last) for k, v in out.items()}
+    return out
+
+
+def step(family, batch: dict, epoch: int, step_index: int, autocast) -> dict:
+    b = batch["source"].shape[0]
+    draws = family.draws(epoch, step_index, b, slice(0, b), torch.device("cpu"))
+    losses, _ = family.forward_backward(batch, epoch, draws, autocast)
+    family.optimizer_step(epoch)
+    return losses
+
+
+def loader_wait(config: dict, size: int, batch: int, workers: int, steps: int, step_seconds: float) -> dict:
+    """Fetch `steps` batches from FramesDataset with `workers`, with `step_seconds` of compute per step."""
+    from torch.utils.data import DataLoader
+
+    from datasets.frames_dataset import FramesDataset
+
+    root = tempfile.mkdtemp(prefix="bench_data_")
+    try:
+        os.makedirs(os.path.join(root, "train"))
+        for name in ("carphone.mp4", "single_face.mp4", "two_people_body.mp4"):
+            shutil.copy(os.path.join(common.DATA, name), os.path.join(root, "train", name))
+        dataset = FramesDataset(root, frame_shape=(size, size, 3), is_train=True,
+                                augmentation_params=config["dataset_params"]["augmentation_params"], seed=0)
+        indices = [i % len(dataset) for i in range(batch * steps)]
+        loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch, num_workers=workers)
+        waits, t_start = [], time.perf_counter()
+        t_wait = time.perf_counter()
+        for _ in loader:
+            waits.append(time.perf_counter() - t_wait)
+            end = time.perf_counter() + step_seconds  # stand-in for the training step (busy, like compute)
+            while time.perf_counter() < end:
+                pass
+            t_wait = time.perf_counter()
+        total = time.perf_counter() - t_start
+        return {"wait_s": sum(waits[1:]) / max(1, len(waits) - 1), "first_s": waits[0],
+                "wait_fraction": sum(waits[1:]) / total}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=os.path.join(common.ROOT, "config", "vox-256.yaml"))
+    parser.add_argument("--batches", default="1,4")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per variant (after one warm-up)")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=None, help="frame size (default: the config's)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from train import make_autocast
+    from utils.config import load_config
+
+    config = load_config(args.config)
+    tp = config["train_params"]
+    epoch = int(tp["bg_start"])  # background predictor on, TPS dropout on: every loss active
+    size = args.size or int(config["dataset_params"]["frame_shape"][0])
+    info = common.machine_info(args.threads)
+    peak32 = common.matmul_peak(torch.float32)
+    peak16 = common.matmul_peak(torch.bfloat16, n=4096)
+    print(f"# {info['cpu']}, {info['cores']} cores, {args.threads} threads, torch {info['torch']}, "
+          f"ISA {' '.join(info['isa'])}, load average at start {info['loadavg'][0]:.1f}")
+    print(f"# matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; {size} px, epoch {epoch}")
+    models = common.load_models(args.config)
+    rows, base = [], {}
+    step_time = {}
+    for b in [int(x) for x in args.batches.split(",")]:
+        for name in [v for v in args.variants.split(",") if v]:
+            channels_last, precision = VARIANTS[name]
+            family = make_family(config, models, channels_last)
+            autocast = make_autocast(precision, torch.device("cpu"))
+            batch = pairs(size, b, channels_last)
+            step(family, batch, epoch, 0, autocast)  # warm-up
+            common.reset_peak_rss()
+            times = []
+            for i in range(args.steps):
+                t0 = time.perf_counter()
+                losses = step(family, batch, epoch, i + 1, autocast)
+                times.append(time.perf_counter() - t0)
+            peak_mb = common.peak_rss_mb()
+            flops = common.count_flops(lambda: family.forward_backward(
+                batch, epoch, family.draws(epoch, 0, b, slice(0, b), torch.device("cpu")), autocast))
+            for opt in family.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            t = common.median(times)
+            base.setdefault(b, t)
+            step_time[(b, name)] = t
+            peak = peak16 if precision == "bf16" else peak32
+            rows.append([b, name, f"{t:.2f}", f"{b / t:.2f}", f"{t / base[b]:.2f}x", f"{flops / 1e9:.0f}",
+                         f"{flops / t / 1e9:.0f}", f"{100 * flops / t / 1e9 / peak:.0f}% {precision if precision == 'bf16' else 'fp32'}",
+                         f"{peak_mb:.0f}", f"{sum(float(v) for v in losses.values()):.3f}"])
+            print(f"# batch {b} {name}: {t:.2f} s/step (load {os.getloadavg()[0]:.1f})", flush=True)
+            del family
+    print()
+    print(common.markdown_table(["batch", "variant", "s/step", "samples/s", "time vs fp32", "GFLOP/step",
+                                 "GFLOP/s", "of peak", "peak RSS (MB)", "loss sum"], rows))
+
+    # the data loader against the fastest measured step at the largest batch
+    b = max(int(x) for x in args.batches.split(","))
+    fastest = min(t for (bb, _), t in step_time.items() if bb == b)
+    load_rows = []
+    for workers in (0, 1):
+        r = loader_wait(config, size, b, workers, steps=4, step_seconds=fastest)
+        load_rows.append([b, workers, f"{fastest:.2f}", f"{r['wait_s'] * 1e3:.0f}", f"{100 * r['wait_fraction']:.1f}%",
+                          f"{r['first_s'] * 1e3:.0f}"])
+    print()
+    print(common.markdown_table(["batch", "loader workers", "step s (fastest variant)", "wait per step (ms)",
+                                 "share of wall time waiting", "first batch (ms)"], load_rows))
+    print(f"\n# load average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
