@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     checkpoint = os.path.join(args.work_dir, "checkpoints", "demo.pth.tar")
     sys.path.insert(0, ROOT)
     os.chdir(ROOT)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     from animate import run_animation
     from modules import build_models, load_checkpoint

@@ -297,7 +297,8 @@ def train(config: dict, models: dict[str, nn.Module], log_dir: str, checkpoint: 
                 if bar is not None:
                     bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
                     bar.update(1)
-                if stop.requested:
+                if du.any_rank(stop.requested, device):
+                    stop.requested = True
                     break
                 t_wait = time.time()
             if bar is not None:
@@ -421,7 +422,8 @@ def train_avd(config: dict, models: dict[str, nn.Module], checkpoint: str, log_d
                 optimizer.zero_grad(set_to_none=True)
                 total += float(du.all_reduce_mean(loss.detach()))
                 count += 1
-                if stop.requested:
+                if du.any_rank(stop.requested, device):
+                    stop.requested = True
                     break
             scheduler.step()
             logger.line(f"avd {epoch:08d}) rec_kp - {total / max(1, count):.5f}")

@@ -162,3 +162,22 @@ def test_missing_vgg_weights_stop_at_start(tmp_path, tiny_config_path, tiny_data
     with pytest.raises(PerceptualWeightsError) as err:
         train(config, seeded_models(config), str(tmp_path / "log"))
     assert "vgg19-dcbb9e9d.pth" in str(err.value) and str(tmp_path / "torch_home") in str(err.value)
+
+
+def test_torchrun_two_processes(tmp_path, tiny_config_path, tiny_dataset):
+    """`torchrun --nproc_per_node=2 run.py` (gloo on CPU): one run folder, rank 0 writes, ranks agree."""
+    config = tiny_train_config(tiny_config_path, tiny_dataset, num_epochs=1, max_steps_per_epoch=2)
+    path = tmp_path / "c.yaml"
+    with open(path, "w") as handle:
+        yaml.safe_dump({k: v for k, v in config.items() if k != "model_family"}, handle)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           os.path.join(ROOT, "run.py"), "--config", str(path), "--log_dir", str(tmp_path / "log"),
+                           "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = os.listdir(tmp_path / "log")
+    assert len(runs) == 1, runs
+    run_dir = tmp_path / "log" / runs[0]
+    rest = load_checkpoint(run_dir / "checkpoint.pth.tar", build_models(config), strict=False)
+    assert rest["epoch"] == 0
+    assert proc.stdout.count("done: 1 epoch(s)") == 1  # printed by rank 0 only
