@@ -6,15 +6,12 @@ statistics are per rank on CPU (SyncBatchNorm is GPU-only).
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+from ddp_harness import batchnorm_eval, ddp_and_single_gradients
 from modules import build_models, load_checkpoint
 from modules.fomm.training import FOMMTraining
 from utils.config import load_config
@@ -50,9 +47,7 @@ def make_family() -> FOMMTraining:
     family = FOMMTraining(models, config, perceptual=TinyFeatures())
     for m in family.models.values():
         m.train()
-        for sub in m.modules():
-            if isinstance(sub, nn.modules.batchnorm._BatchNorm):
-                sub.eval()
+    batchnorm_eval(family.models.values())
     return family
 
 
@@ -62,44 +57,10 @@ def batch() -> dict:
             "driving": torch.rand(GLOBAL_BATCH, 3, 64, 64, generator=gen)}
 
 
-def gradients(family) -> dict[str, torch.Tensor]:
-    return {f"{n}.{k}": p.grad.detach().clone() for n, m in family.models.items()
-            for k, p in m.named_parameters() if p.grad is not None}
-
-
-def worker(rank: int, world: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    family = make_family()
-    for name, module in list(family.ddp_modules.items()):
-        family.ddp_modules[name] = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
-    local = GLOBAL_BATCH // world
-    rows = slice(rank * local, (rank + 1) * local)
-    data = {k: v[rows] for k, v in batch().items()}
-    draws = family.draws(0, 3, GLOBAL_BATCH, rows, "cpu")
-    family.forward_backward(data, 0, draws, contextlib.nullcontext)
-    if rank == 0:
-        torch.save(gradients(family), out)
-    dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_gradients_equal_single_process(tmp_path):
-    out = str(tmp_path / "ddp_grads.pt")
-    mp.spawn(worker, args=(2, free_port(), out), nprocs=2, join=True)
-    ddp = torch.load(out, weights_only=True)
-
-    family = make_family()
+    ddp, single, losses, _, family = ddp_and_single_gradients(tmp_path, make_family, batch, 0, GLOBAL_BATCH)
     assert set(family.ddp_modules) == {"full", "disc_full"}
-    draws = family.draws(0, 3, GLOBAL_BATCH, slice(0, GLOBAL_BATCH), "cpu")
-    losses, _ = family.forward_backward(batch(), 0, draws, contextlib.nullcontext)
     assert {"equivariance_jacobian", "gen_gan", "feature_matching", "disc_gan"} <= set(losses)
-    single = gradients(family)
     assert set(single) == set(ddp)
     assert any(k.startswith("discriminator.") for k in single) and any(k.startswith("kp_detector.") for k in single)
     # per network, errors relative to its largest gradient (near-zero entries differ by summation order only)

@@ -1,0 +1,60 @@
+"""Shared harness for the DDP tests: N gloo processes vs one process on the same global batch."""
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gradients(family) -> dict[str, torch.Tensor]:
+    return {f"{n}.{k}": p.grad.detach().clone() for n, m in family.models.items()
+            for k, p in m.named_parameters() if p.grad is not None}
+
+
+def batchnorm_eval(modules) -> None:
+    """BatchNorm in eval mode: its statistics are per rank on CPU (SyncBatchNorm is GPU-only)."""
+    for module in modules:
+        for sub in module.modules():
+            if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+                sub.eval()
+
+
+def _worker(rank: int, world: int, port: int, out: str, make_family: Callable, make_batch: Callable,
+            epoch: int, step: int, global_batch: int) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    family = make_family()
+    for name, module in list(family.ddp_modules.items()):
+        family.ddp_modules[name] = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+    local = global_batch // world
+    rows = slice(rank * local, (rank + 1) * local)
+    data = {k: v[rows] for k, v in make_batch().items()}
+    family.forward_backward(data, epoch, family.draws(epoch, step, global_batch, rows, "cpu"),
+                            contextlib.nullcontext)
+    if rank == 0:
+        torch.save(gradients(family), out)
+    dist.destroy_process_group()
+
+
+def ddp_and_single_gradients(tmp_path, make_family: Callable, make_batch: Callable, epoch: int,
+                             global_batch: int, step: int = 3, world: int = 2):
+    """(gradients of rank 0 under DDP, gradients of one process, losses of one process)."""
+    out = str(tmp_path / "ddp_grads.pt")
+    mp.spawn(_worker, args=(world, free_port(), out, make_family, make_batch, epoch, step, global_batch),
+             nprocs=world, join=True)
+    ddp = torch.load(out, weights_only=True)
+    family = make_family()
+    draws = family.draws(epoch, step, global_batch, slice(0, global_batch), "cpu")
+    losses, _ = family.forward_backward(make_batch(), epoch, draws, contextlib.nullcontext)
+    return ddp, gradients(family), losses, draws, family
