@@ -1,10 +1,10 @@
 """Animating a source image from driving frames: standard, relative and AVD modes (TPSMM demo semantics).
 
 `Animator` is the fast engine. Per video it computes once what depends only on the
-source: its keypoints, its downsampled copy, its Gaussian heatmaps (TPSMM Eq. 5's
-source term) and its inpainting-encoder features (Sec. 3.3). Driving frames then go
-through in batches under `torch.inference_mode`, with the coordinate grids allocated
-once. The convolutional parts (keypoint ResNet, dense-motion hourglass, inpainting
+source: its keypoints, its downsampled copy, its Gaussian heatmaps (the source term of
+the dense-motion input, TPSMM Sec. 3.2) and its inpainting-encoder features (Sec. 3.3).
+Driving frames then go through in batches under `torch.inference_mode`, with the
+coordinate grids allocated once. The convolutional parts (keypoint ResNet, dense-motion hourglass, inpainting
 encoder/decoder) run on prepared copies of the networks:
 
 - channels-last weights and activations (oneDNN / cuDNN's fast layout);
@@ -148,7 +148,7 @@ class _PhaseUpBlock(nn.Module):
                 k = 2 * a + b
                 out[:, :, a, :, b, :] = y[:, a:a + h, b:b + w, k * c:(k + 1) * c]
         out = out.view(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)  # N x C x 2h x 2w, channels-last
-        return F.relu(self.norm(out))
+        return F.relu(self.norm(out), inplace=True)
 
 
 def _prepare_module(module: nn.Module, dtype: torch.dtype, channels_last: bool, fold_upsampling: bool) -> nn.Module:
@@ -361,18 +361,19 @@ class Animator:
             out = self.resblock[2 * i + 1](self.resblock[2 * i](out))
             out = self.up_blocks[i](out)
             occ = occlusion[i + 1] if self.multi_mask else occlusion[0]
-            encode_i = self._occlude(self._warp(enc[-(i + 2)].expand(b, -1, -1, -1), deformation), occ)
+            # sampled and occluded in fp32, then into the decoder's dtype and layout
+            encode_i = self._cast(self._occlude(self._warp(enc[-(i + 2)].expand(b, -1, -1, -1), deformation), occ))
             if i == n - 1:
                 break
-            out = torch.cat([out, self._cast(encode_i)], dim=1)
+            out = torch.cat([out, encode_i], dim=1)
         source = self.source.expand(b, -1, -1, -1)
         deformed = self._warp(source, deformation)
         occ_last = occlusion[-1]
         if not self.multi_mask:
             occ_last = F.interpolate(occ_last, size=out.shape[2:], mode="bilinear", align_corners=True)
-        out = out.float() * (1 - occ_last) + encode_i
-        out = torch.sigmoid(self.final(self._cast(out)).float())
-        return (out * (1 - occ_last) + deformed * occ_last).contiguous()
+        out = torch.addcmul(encode_i, out, (1 - occ_last).to(out.dtype))  # out * (1 - occ) + warped first map
+        out = torch.sigmoid(self.final(out).float())
+        return (out * (1 - occ_last) + deformed * occ_last).contiguous()  # blend with the warped source (Sec. 3.3), fp32
 
     @torch.inference_mode()
     def __call__(self, driving: torch.Tensor) -> torch.Tensor:
