@@ -9,8 +9,8 @@ the autocast factory of train.py) on real 256 px frame pairs, at an epoch where 
 loss and the background predictor are active. The perceptual network is VGG-19 with
 seeded weights (`random_vgg19`: the published FLOPs, no download). Prints ms per step,
 samples/s, FLOPs per step (forward + backward, torch.utils.flop_counter), the fraction
-of the measured matmul peak, peak memory, and the time the loop waits for the data
-loader (FramesDataset on the built-in clips, 0 and 1 workers).
+of the measured matmul peak, peak memory, and the time a training loop of the fastest
+variant waits for the data loader (FramesDataset on the built-in clips, 0 and 1 workers).
 """
 from __future__ import annotations
 
@@ -68,8 +68,12 @@ def step(family, batch: dict, epoch: int, step_index: int, autocast) -> dict:
     return losses
 
 
-def loader_wait(config: dict, size: int, batch: int, workers: int, steps: int, step_seconds: float) -> dict:
-    """Fetch `steps` batches from FramesDataset with `workers`, with `step_seconds` of compute per step."""
+def loader_wait(config: dict, size: int, batch: int, workers: int, steps: int, train_step) -> dict:
+    """Train `steps` steps on batches from FramesDataset (the built-in clips) with `workers` loader workers.
+
+    Returns the mean time the loop waited for a batch (first batch excluded: worker start-up)
+    and that wait's share of the wall time.
+    """
     from torch.utils.data import DataLoader
 
     from datasets.frames_dataset import FramesDataset
@@ -81,15 +85,16 @@ def loader_wait(config: dict, size: int, batch: int, workers: int, steps: int, s
             shutil.copy(os.path.join(common.DATA, name), os.path.join(root, "train", name))
         dataset = FramesDataset(root, frame_shape=(size, size, 3), is_train=True,
                                 augmentation_params=config["dataset_params"]["augmentation_params"], seed=0)
-        indices = [i % len(dataset) for i in range(batch * steps)]
+        indices = [i % len(dataset) for i in range(batch * (steps + 1))]
         loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch, num_workers=workers)
-        waits, t_start = [], time.perf_counter()
+        waits = []
         t_wait = time.perf_counter()
-        for _ in loader:
+        t_start = None
+        for i, item in enumerate(loader):
             waits.append(time.perf_counter() - t_wait)
-            end = time.perf_counter() + step_seconds  # stand-in for the training step (busy, like compute)
-            while time.perf_counter() < end:
-                pass
+            if i == 0:
+                t_start = time.perf_counter()
+            train_step({"source": item["source"], "driving": item["driving"]}, i)
             t_wait = time.perf_counter()
         total = time.perf_counter() - t_start
         return {"wait_s": sum(waits[1:]) / max(1, len(waits) - 1), "first_s": waits[0],
@@ -156,16 +161,25 @@ def main() -> None:
     print(common.markdown_table(["batch", "variant", "s/step", "samples/s", "time vs fp32", "GFLOP/step",
                                  "GFLOP/s", "of peak", "peak RSS (MB)", "loss sum"], rows))
 
-    # the data loader against the fastest measured step at the largest batch
+    # the data loader feeding the fastest variant at the largest batch
     b = max(int(x) for x in args.batches.split(","))
-    fastest = min(t for (bb, _), t in step_time.items() if bb == b)
+    fastest = min((t, name) for (bb, name), t in step_time.items() if bb == b)[1]
+    channels_last, precision = VARIANTS[fastest]
+    family = make_family(config, models, channels_last)
+    autocast = make_autocast(precision, torch.device("cpu"))
+
+    def train_step(batch: dict, i: int) -> None:
+        if channels_last:
+            batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+        step(family, batch, epoch, i, autocast)
+
     load_rows = []
     for workers in (0, 1):
-        r = loader_wait(config, size, b, workers, steps=4, step_seconds=fastest)
-        load_rows.append([b, workers, f"{fastest:.2f}", f"{r['wait_s'] * 1e3:.0f}", f"{100 * r['wait_fraction']:.1f}%",
+        r = loader_wait(config, size, b, workers, steps=args.steps + 1, train_step=train_step)
+        load_rows.append([b, fastest, workers, f"{r['wait_s'] * 1e3:.0f}", f"{100 * r['wait_fraction']:.1f}%",
                           f"{r['first_s'] * 1e3:.0f}"])
     print()
-    print(common.markdown_table(["batch", "loader workers", "step s (fastest variant)", "wait per step (ms)",
+    print(common.markdown_table(["batch", "variant", "loader workers", "wait per step (ms)",
                                  "share of wall time waiting", "first batch (ms)"], load_rows))
     print(f"\n# load average at end {os.getloadavg()[0]:.1f}")
 

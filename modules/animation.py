@@ -185,9 +185,16 @@ def _prepare_module(module: nn.Module, dtype: torch.dtype, channels_last: bool, 
 _PREPARED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor has no version counter (and cannot be updated in place)
+        return -1
+
+
 def _state_key(module: nn.Module) -> tuple:
     """Identity of the module's current weights (a new key after any in-place update or load)."""
-    return tuple((t.device, t.data_ptr(), t._version) for t in list(module.parameters()) + list(module.buffers()))
+    return tuple((t.device, t.data_ptr(), _version(t)) for t in list(module.parameters()) + list(module.buffers()))
 
 
 def prepared(module: nn.Module, dtype: torch.dtype = torch.float32, channels_last: bool = True,
