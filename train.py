@@ -180,10 +180,20 @@ def make_loader(dataset: Dataset, sampler: Sampler, local_batch: int, workers: i
                       persistent_workers=False)
 
 
-def restore_schedulers(schedulers: dict, rest: dict) -> None:
-    for name, state in (rest.get("schedulers") or {}).items():
-        if name in schedulers:
-            schedulers[name].load_state_dict(state)
+def restore_schedulers(schedulers: dict, rest: dict, start_epoch: int) -> None:
+    """Scheduler states from our checkpoints; for a published checkpoint (none stored), the schedule
+    is set to `start_epoch` (as the reference's `last_epoch=start_epoch - 1`), with the LR it gives there
+    whatever LR the stored optimizer state holds."""
+    saved = rest.get("schedulers") or {}
+    for name, scheduler in schedulers.items():
+        if name in saved:
+            scheduler.load_state_dict(saved[name])
+            continue
+        scheduler.last_epoch = start_epoch  # the LR the reference's schedule gives that epoch
+        lrs = scheduler._get_closed_form_lr()
+        for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        scheduler._last_lr = list(lrs)
 
 
 def _dataset(config: dict, is_train: bool = True) -> FramesDataset:
@@ -227,9 +237,9 @@ def train(config: dict, models: dict[str, nn.Module], log_dir: str, checkpoint: 
     start_epoch, resume_step = 0, 0
     if checkpoint:
         rest = load_checkpoint(checkpoint, family.models, family.optimizers, map_location=device, strict=False)
-        restore_schedulers(family.schedulers, rest)
         resume_step = int(rest.get("resume_step", 0))
         start_epoch = int(rest.get("epoch", -1)) + 1
+        restore_schedulers(family.schedulers, rest, start_epoch)
         logger.line(f"resumed from {checkpoint} at epoch {start_epoch}, step {resume_step}")
 
     if world > 1:

@@ -181,3 +181,21 @@ def test_torchrun_two_processes(tmp_path, tiny_config_path, tiny_dataset):
     rest = load_checkpoint(run_dir / "checkpoint.pth.tar", build_models(config), strict=False)
     assert rest["epoch"] == 0
     assert proc.stdout.count("done: 1 epoch(s)") == 1  # printed by rank 0 only
+
+
+def test_resume_from_published_layout_fast_forwards_lr(tmp_path, tiny_config_path, tiny_dataset):
+    """A checkpoint without scheduler state (the published layout) resumes with the LR of its epoch."""
+    from train import train
+
+    config = tiny_train_config(tiny_config_path, tiny_dataset, num_epochs=1, max_steps_per_epoch=1)
+    train(config, seeded_models(config), str(tmp_path / "a"))
+    data = torch.load(tmp_path / "a" / "checkpoint.pth.tar", weights_only=True)
+    published = {k: v for k, v in data.items() if k not in ("schedulers", "resume_step", "config")}
+    published["epoch"] = 3
+    torch.save(published, tmp_path / "published.pth.tar")
+    later = tiny_train_config(tiny_config_path, tiny_dataset, num_epochs=5, max_steps_per_epoch=1)
+    train(later, seeded_models(config), str(tmp_path / "b"), checkpoint=str(tmp_path / "published.pth.tar"))
+    out = torch.load(tmp_path / "b" / "checkpoint.pth.tar", weights_only=True)
+    assert out["epoch"] == 4 and out["schedulers"]["optimizer"]["last_epoch"] == 5
+    lr = later["train_params"]["lr_generator"]
+    assert out["optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr * 0.1)  # milestone 1 passed
