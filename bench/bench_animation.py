@@ -121,7 +121,7 @@ def main() -> None:
     paths = [p for p in args.paths.split(",") if p]
     results = {"machine": info, "peak_gflops": {"fp32": peak32, "bf16": peak16}, "sizes": {}, "flat": {}}
     rows = []
-    for size in [int(s) for s in args.sizes.split(",")]:
+    for size in [int(s) for s in args.sizes.split(",") if s]:
         source, driving = common.real_frames(size, args.frames)
         b = args.batch
         animators = {p: Animator(models, source, precision=PATH_PRECISION[p]) for p in paths}
@@ -136,11 +136,13 @@ def main() -> None:
             calls[p] = (lambda a=animators[p]: engine_run(a, driving, b))
         outputs = {name: fn() for name, fn in calls.items()}  # warm-up, and the outputs compared
         times = {name: [] for name in calls}
+        cpu = {name: [] for name in calls}  # process CPU time: steadier than wall time on a shared machine
         for _ in range(args.rounds):
             for name, fn in calls.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn()
                 times[name].append((time.perf_counter() - t0) / nf.get(name, args.frames))
+                cpu[name].append((time.process_time() - c0) / nf.get(name, args.frames))
         flops = {"plain": common.count_flops(lambda: animate_plain(source, driving[:2], models))
                  - common.count_flops(lambda: animate_plain(source, driving[:1], models))}
         for p in paths:
@@ -150,18 +152,21 @@ def main() -> None:
             for name in calls:
                 memory[name] = run_worker(args, name, size, frames=nf.get(name, b))
         base = common.median(times["plain"])
+        cpu_base = common.median(cpu["plain"])
         entry = {}
         for name in calls:
             t = common.median(times[name])
+            c = common.median(cpu[name])
             peak = peak16 if name in ("bf16", "fp16") else peak32
             ref, got = outputs["plain"], outputs[name][:outputs["plain"].shape[0]]
             diff = float((got - ref).abs().max())
             entry[name] = {"s_per_frame": t, "ratio": t / base, "gflop": flops[name] / 1e9,
                            "gflops": flops[name] / t / 1e9, "of_peak": flops[name] / t / 1e9 / peak,
                            "max_abs_diff": diff, "psnr": common.psnr(got, ref),
-                           "setup_s": setup.get(name), "memory": memory.get(name), "times": times[name]}
+                           "setup_s": setup.get(name), "memory": memory.get(name), "times": times[name],
+                           "cpu_s_per_frame": c, "cpu_ratio": c / cpu_base, "cpu_times": cpu[name]}
             mem = memory.get(name)
-            rows.append([size, name, f"{t * 1e3:.0f}", f"{t / base:.2f}x", f"{base / t:.2f}x",
+            rows.append([size, name, f"{t * 1e3:.0f}", f"{t / base:.2f}x", f"{base / t:.2f}x", f"{c / cpu_base:.2f}x",
                          f"{flops[name] / 1e9:.1f}", f"{flops[name] / t / 1e9:.0f}",
                          f"{100 * flops[name] / t / 1e9 / peak:.0f}% {'bf16' if peak is peak16 else 'fp32'}",
                          "-" if name == "plain" else f"{diff:.1e}",
@@ -172,10 +177,12 @@ def main() -> None:
         print(f"# {size}px: " + ", ".join(f"{k} {v['s_per_frame'] * 1e3:.0f} ms/frame" for k, v in entry.items())
               + f"; load average {os.getloadavg()[0]:.1f}", flush=True)
 
-    header = ["px", "path", "ms/frame", "time vs plain", "speed-up", "GFLOP/frame", "GFLOP/s", "of peak",
+    header = ["px", "path", "ms/frame", "time vs plain", "speed-up", "CPU time vs plain", "GFLOP/frame", "GFLOP/s",
+              "of peak",
               "max |diff| vs plain", "PSNR vs plain (dB)", "peak RSS MB (+ over weights)"]
-    print()
-    print(common.markdown_table(header, rows))
+    if rows:
+        print()
+        print(common.markdown_table(header, rows))
 
     counts = [int(n) for n in args.flat.split(",") if n]
     if counts:

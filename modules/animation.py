@@ -117,6 +117,9 @@ class _PhaseUpBlock(nn.Module):
 
     # kernel rows (or columns) of the 3x3 conv that land on low-res tap u, for output phase a
     _TAPS = (((0,), (1, 2)), ((0, 1), (2,)))
+    # below this many input pixels the conv is bound by reading its weights, which folding
+    # makes 16/9 larger: small maps (the hourglass bottom) keep upsample + 3x3
+    MIN_PIXELS = 256
 
     def __init__(self, block: UpBlock2d, norm: nn.Module):
         super().__init__()
@@ -136,9 +139,12 @@ class _PhaseUpBlock(nn.Module):
         self.bias = nn.Parameter(bias.repeat(4), requires_grad=False)
         self.out_channels = cout
         self.norm = norm
+        self.conv = conv  # the unfolded conv, for small inputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
+        if h * w < self.MIN_PIXELS:
+            return F.relu(self.norm(self.conv(F.interpolate(x, scale_factor=2))), inplace=True)
         c = self.out_channels
         y = F.conv2d(x, self.weight, self.bias, padding=1)  # N x 4C x (h+1) x (w+1)
         y = y.permute(0, 2, 3, 1)  # N x (h+1) x (w+1) x 4C (a view when y is channels-last)
@@ -219,12 +225,17 @@ class Animator:
     models: the dict from `modules.build_models` (weights loaded, eval mode), on the
     device of `source`. The first driving frame seen is the relative-mode anchor.
     precision: 'fp32' (exact), 'bf16' or 'fp16' for the convolutions (see module doc).
+    decoder_batch: frames per inpainting-decoder call. The keypoint detector and the dense
+    motion network (weight-bound at their small maps) take the whole batch; the decoder's
+    large maps stay in cache one frame at a time on a CPU (measured faster there). None:
+    1 on a CPU, the whole batch on a GPU.
     channels_last / fold_upsampling: engine options (on by default; off gives the
     plain layouts, for measurements).
     """
 
     def __init__(self, models: dict[str, nn.Module], source: torch.Tensor, mode: str = "relative",
-                 precision: str = "fp32", channels_last: bool = True, fold_upsampling: bool = True):
+                 precision: str = "fp32", decoder_batch: int | None = None, channels_last: bool = True,
+                 fold_upsampling: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if mode == "avd" and "avd_network" not in models:
@@ -271,6 +282,9 @@ class Animator:
             self.encoder_maps = maps  # [first, down_1, ..., down_n], full resolution first
         self.kp_initial: dict | None = None
         self._relative_scale: float | None = None
+        if decoder_batch is None:
+            decoder_batch = 1 if source.device.type == "cpu" else 0
+        self.decoder_batch = int(decoder_batch)  # 0: the whole batch
 
     # -- helpers
     def _cast(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -388,7 +402,12 @@ class Animator:
         _check_frames("driving", driving, batch_one=False)
         kp_norm = self.keypoints(driving.float())
         dense = self.dense_motion_forward(kp_norm["fg_kp"])
-        return self.inpainting_forward(dense)
+        chunk = self.decoder_batch or driving.shape[0]
+        if chunk >= driving.shape[0]:
+            return self.inpainting_forward(dense)
+        return torch.cat([self.inpainting_forward({"deformation": dense["deformation"][i:i + chunk],
+                                                   "occlusion_map": [o[i:i + chunk] for o in dense["occlusion_map"]]})
+                          for i in range(0, driving.shape[0], chunk)], dim=0)
 
     def stream(self, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         for batch in batches:

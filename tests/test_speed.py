@@ -73,8 +73,12 @@ def test_batched_engine_matches_batched_plain(tiny_models, clip):
 def test_plain_layouts_option_matches(tiny_models, clip):
     source, driving = clip
     a = Animator(tiny_models, source, channels_last=False, fold_upsampling=False)
-    b = Animator(tiny_models, source)
-    assert (a(driving[:2]) - b(driving[:2])).abs().max() < TOL
+    b = Animator(tiny_models, source)  # decoder one frame at a time on a CPU
+    c = Animator(tiny_models, source, decoder_batch=0)  # decoder on the whole batch
+    assert b.decoder_batch == 1
+    want = a(driving[:3])
+    assert (b(driving[:3]) - want).abs().max() < TOL
+    assert (c(driving[:3]) - want).abs().max() < TOL
 
 
 def test_folded_upblock_equals_upsample_then_conv():
@@ -83,12 +87,14 @@ def test_folded_upblock_equals_upsample_then_conv():
     with torch.no_grad():
         block.norm.weight.uniform_(0.5, 1.5)
         block.norm.bias.uniform_(-0.5, 0.5)
-        x = torch.randn(2, 6, 7, 9)
         folded = _PhaseUpBlock(block, _InstanceNormCL(block.norm))
-        want = block(x)
-        got = folded(x.contiguous(memory_format=torch.channels_last))
-    assert got.shape == want.shape == (2, 5, 14, 18)
-    assert (got - want).abs().max() < 1e-5
+        for size, min_pixels in (((16, 20), 256), ((7, 9), 0), ((7, 9), 256)):  # folded, folded, small-map path
+            folded.MIN_PIXELS = min_pixels
+            x = torch.randn(2, 6, *size)
+            want = block(x)
+            got = folded(x.contiguous(memory_format=torch.channels_last))
+            assert got.shape == want.shape == (2, 5, 2 * size[0], 2 * size[1])
+            assert (got - want).abs().max() < 1e-5, size
     # 2x2 taps on the low-resolution input: 16 instead of 36 multiply-adds per input pixel and channel pair
     assert folded.weight.shape == (4 * 5, 6, 2, 2)
 
