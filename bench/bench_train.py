@@ -107,7 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=os.path.join(common.ROOT, "config", "vox-256.yaml"))
     parser.add_argument("--batches", default="1,4")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per variant (after one warm-up)")
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per variant and round (after a warm-up)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over the variants (medians)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=None, help="frame size (default: the config's)")
@@ -128,38 +129,51 @@ def main() -> None:
           f"ISA {' '.join(info['isa'])}, load average at start {info['loadavg'][0]:.1f}")
     print(f"# matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; {size} px, epoch {epoch}")
     models = common.load_models(args.config)
-    rows, base = [], {}
-    step_time = {}
-    for b in [int(x) for x in args.batches.split(",")]:
-        for name in [v for v in args.variants.split(",") if v]:
-            channels_last, precision = VARIANTS[name]
-            family = make_family(config, models, channels_last)
-            autocast = make_autocast(precision, torch.device("cpu"))
-            batch = pairs(size, b, channels_last)
-            step(family, batch, epoch, 0, autocast)  # warm-up
-            common.reset_peak_rss()
-            times = []
-            for i in range(args.steps):
-                t0 = time.perf_counter()
-                losses = step(family, batch, epoch, i + 1, autocast)
-                times.append(time.perf_counter() - t0)
-            peak_mb = common.peak_rss_mb()
-            flops = common.count_flops(lambda: family.forward_backward(
-                batch, epoch, family.draws(epoch, 0, b, slice(0, b), torch.device("cpu")), autocast))
-            for opt in family.optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            t = common.median(times)
-            base.setdefault(b, t)
-            step_time[(b, name)] = t
-            peak = peak16 if precision == "bf16" else peak32
-            rows.append([b, name, f"{t:.2f}", f"{b / t:.2f}", f"{t / base[b]:.2f}x", f"{flops / 1e9:.0f}",
-                         f"{flops / t / 1e9:.0f}", f"{100 * flops / t / 1e9 / peak:.0f}% {precision if precision == 'bf16' else 'fp32'}",
-                         f"{peak_mb:.0f}", f"{sum(float(v) for v in losses.values()):.3f}"])
-            print(f"# batch {b} {name}: {t:.2f} s/step (load {os.getloadavg()[0]:.1f})", flush=True)
-            del family
+    names = [v for v in args.variants.split(",") if v]
+    batches = [int(x) for x in args.batches.split(",")]
+    records = {}
+    for b in batches:
+        for r in range(args.rounds):  # rounds interleave the variants: the load of a shared machine drifts
+            for name in names:
+                channels_last, precision = VARIANTS[name]
+                family = make_family(config, models, channels_last)
+                autocast = make_autocast(precision, torch.device("cpu"))
+                batch = pairs(size, b, channels_last)
+                step(family, batch, epoch, 0, autocast)  # warm-up
+                common.reset_peak_rss()
+                rec = records.setdefault((b, name), {"wall": [], "cpu": [], "peak_mb": 0.0})
+                for i in range(args.steps):
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    losses = step(family, batch, epoch, i + 1, autocast)
+                    rec["wall"].append(time.perf_counter() - t0)
+                    rec["cpu"].append(time.process_time() - c0)
+                rec["peak_mb"] = max(rec["peak_mb"], common.peak_rss_mb())
+                rec["loss"] = sum(float(v) for v in losses.values())
+                if "flops" not in rec:
+                    rec["flops"] = common.count_flops(lambda: family.forward_backward(
+                        batch, epoch, family.draws(epoch, 0, b, slice(0, b), torch.device("cpu")), autocast))
+                print(f"# batch {b} {name} round {r}: {common.median(rec['wall'][-args.steps:]):.2f} s/step "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
+                del family
+    peak32 = max(peak32, common.matmul_peak(torch.float32))
+    peak16 = max(peak16, common.matmul_peak(torch.bfloat16, n=4096))
+    print(f"# matmul peak (best of start and end): fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
+    rows, step_time = [], {}
+    for (b, name), rec in records.items():
+        precision = VARIANTS[name][1]
+        t, c = common.median(rec["wall"]), common.median(rec["cpu"])
+        base, cpu_base = common.median(records[(b, names[0])]["wall"]), common.median(records[(b, names[0])]["cpu"])
+        step_time[(b, name)] = t
+        peak = peak16 if precision == "bf16" else peak32
+        flops = rec["flops"]
+        rows.append([b, name, f"{t:.2f}", f"{b / t:.2f}", f"{t / base:.2f}x", f"{c / cpu_base:.2f}x",
+                     f"{flops / 1e9:.0f}", f"{flops / t / 1e9:.0f}",
+                     f"{100 * flops / t / 1e9 / peak:.0f}% {'bf16' if precision == 'bf16' else 'fp32'}",
+                     f"{rec['peak_mb']:.0f}", f"{rec['loss']:.3f}"])
     print()
-    print(common.markdown_table(["batch", "variant", "s/step", "samples/s", "time vs fp32", "GFLOP/step",
-                                 "GFLOP/s", "of peak", "peak RSS (MB)", "loss sum"], rows))
+    print(common.markdown_table(["batch", "variant", "s/step", "samples/s", f"time vs {names[0]}",
+                                 "CPU time vs it", "GFLOP/step", "GFLOP/s", "of peak", "peak RSS (MB)",
+                                 "loss sum (last step)"], rows))
 
     # the data loader feeding the fastest variant at the largest batch
     b = max(int(x) for x in args.batches.split(","))
@@ -175,7 +189,7 @@ def main() -> None:
 
     load_rows = []
     for workers in (0, 1):
-        r = loader_wait(config, size, b, workers, steps=args.steps + 1, train_step=train_step)
+        r = loader_wait(config, size, b, workers, steps=3, train_step=train_step)
         load_rows.append([b, fastest, workers, f"{r['wait_s'] * 1e3:.0f}", f"{100 * r['wait_fraction']:.1f}%",
                           f"{r['first_s'] * 1e3:.0f}"])
     print()

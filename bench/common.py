@@ -79,7 +79,7 @@ def machine_info(threads: int) -> dict:
             "loadavg": os.getloadavg()}
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 1.0) -> float:
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
     """Best measured GFLOP/s of an n x n matmul in `dtype` (the machine's practical peak)."""
     a = torch.randn(n, n).to(dtype)
     b = torch.randn(n, n).to(dtype)
