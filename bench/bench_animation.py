@@ -1,7 +1,7 @@
 """Animation speed: the plain per-frame path against the engine's exact and reduced-precision paths.
 
     .venv/bin/python bench/bench_animation.py [--config config/vox-256.yaml] [--checkpoint P]
-        [--sizes 256,384,512] [--frames 8] [--batch 4] [--rounds 3] [--flat 100,1000]
+        [--sizes 256,384,512] [--frames 8] [--batch 4] [--rounds 3] [--flat 1000]
 
 Prints one table, every figure measured in this run on this machine:
 - the machine's fp32 and bf16 matmul peak (GFLOP/s), so each path is also a fraction of it;
@@ -11,7 +11,8 @@ Prints one table, every figure measured in this run on this machine:
   plain; FLOPs per frame counted with torch.utils.flop_counter; achieved GFLOP/s and
   the fraction of the peak; the output difference to the plain fp32 path on real frames
   (max |diff| and PSNR); peak memory of a separate process running that path alone;
-- flatness: ms per frame and peak memory streaming 100 vs 1000 frames through the engine.
+- flatness: one stream of 1000 frames through the engine: ms per frame over frames 1-100
+  and 901-1000, peak memory after 100 and after 1000 frames.
 Weights come from --checkpoint, else the seeded recipe (utils/weight_recipe.py).
 """
 from __future__ import annotations
@@ -39,38 +40,54 @@ def engine_run(animator: Animator, driving: torch.Tensor, batch: int) -> torch.T
 # ----------------------------------------------------------------------------- worker (one path, own process)
 
 def worker(args) -> None:
-    """Stream `args.frames` frames through one path; print JSON: s/frame, peak and baseline RSS."""
+    """Stream `args.frames` frames through one path; print JSON with time and memory along the stream.
+
+    Frames cycle through a fixed 60-frame buffer (memory independent of the length).
+    Reported: wall and CPU ms/frame over the first 100 frames, the last 100 and all, and
+    the peak RSS after 100 frames and at the end (the per-video setup counted in both).
+    """
+    import gc
+
     torch.set_num_threads(args.threads)
     models = common.load_models(args.config, args.checkpoint)
-    source, clip = common.real_frames(args.size, 60)  # a fixed 60-frame buffer, cycled: memory independent of length
-    import gc
+    source, clip = common.real_frames(args.size, 60)
     gc.collect()
     baseline = common.rss_mb()  # models, frames and the Python runtime
     common.reset_peak_rss()  # the weight recipe / checkpoint load peaks are not the path's
     n, b = args.frames, args.batch
-    times, done = [], 0
+    wall, cpu, peak_at = [], [], {}
+    done = 0
     if args.path == "plain":
         with torch.no_grad():
             animate_plain(source, clip[:1], models)  # warm-up
-            while done < n:
-                t0 = time.perf_counter()
-                out = animate_plain(source, clip[done % 60:done % 60 + 1], models)
-                times.append(time.perf_counter() - t0)
-                done += 1
-                del out
+            step = lambda i, k: animate_plain(source, clip[i:i + k], models)  # noqa: E731
+            k_max = 1
     else:
         animator = Animator(models, source, precision=PATH_PRECISION[args.path])  # counted: per-video setup
         animator(clip[:b])  # warm-up, sets the anchor
-        while done < n:
-            i = done % 60
-            batch = clip[i:i + min(b, 60 - i, n - done)]
-            t0 = time.perf_counter()
-            out = animator(batch)
-            times.append((time.perf_counter() - t0) / batch.shape[0])
-            done += batch.shape[0]
-            del out
-    print(json.dumps({"s_per_frame": common.median(times), "mean_s_per_frame": sum(times) / len(times),
-                      "peak_rss_mb": common.peak_rss_mb(), "baseline_rss_mb": baseline, "frames": done}))
+        step = lambda i, k: animator(clip[i:i + k])  # noqa: E731
+        k_max = b
+    while done < n:
+        i = done % 60
+        k = min(k_max, 60 - i, n - done)
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = step(i, k)
+        wall += [(time.perf_counter() - t0) / k] * k
+        cpu += [(time.process_time() - c0) / k] * k
+        del out
+        done += k
+        if done >= 100 and "100" not in peak_at:
+            peak_at["100"] = common.peak_rss_mb()
+    peak_at["end"] = common.peak_rss_mb()
+
+    def mean(x):
+        return sum(x) / max(1, len(x))
+
+    print(json.dumps({"frames": done, "s_per_frame": common.median(wall), "mean_s_per_frame": mean(wall),
+                      "first100_s": mean(wall[:100]), "last100_s": mean(wall[-100:]),
+                      "first100_cpu_s": mean(cpu[:100]), "last100_cpu_s": mean(cpu[-100:]),
+                      "peak_rss_mb": peak_at["end"], "peak_rss_100_mb": peak_at.get("100"),
+                      "baseline_rss_mb": baseline}))
 
 
 def run_worker(args, path: str, size: int, frames: int) -> dict:
@@ -95,7 +112,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="engine batch of driving frames")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median)")
     parser.add_argument("--paths", default="exact,bf16", help="engine paths beside plain: exact,bf16,fp16")
-    parser.add_argument("--flat", default="100,1000", help="frame counts for the flatness check ('' to skip)")
+    parser.add_argument("--flat", default="1000", help="frames streamed for the flatness check ('' to skip)")
     parser.add_argument("--flat-size", type=int, default=256)
     parser.add_argument("--flat-paths", default="bf16", help="paths for the flatness check")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-path peak-memory processes")
@@ -190,19 +207,20 @@ def main() -> None:
         print()
         print(common.markdown_table(header, rows))
 
-    counts = [int(n) for n in args.flat.split(",") if n]
-    if counts:
+    flat = int(args.flat) if args.flat else 0
+    if flat:
         flat_rows = []
         for p in [p for p in args.flat_paths.split(",") if p]:
-            for n in counts:
-                r = run_worker(args, p, args.flat_size, n)
-                results["flat"][f"{p}/{n}"] = r
-                flat_rows.append([p, args.flat_size, n, f"{r['s_per_frame'] * 1e3:.0f}",
-                                  f"{r['mean_s_per_frame'] * 1e3:.0f}", f"{r['peak_rss_mb']:.0f}",
-                                  f"{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f}"])
+            r = run_worker(args, p, args.flat_size, flat)
+            results["flat"][p] = r
+            flat_rows.append([p, args.flat_size, f"{r['first100_s'] * 1e3:.0f}", f"{r['last100_s'] * 1e3:.0f}",
+                              f"{r['first100_cpu_s'] * 1e3:.0f}", f"{r['last100_cpu_s'] * 1e3:.0f}",
+                              f"{r['peak_rss_100_mb']:.0f}", f"{r['peak_rss_mb']:.0f}"])
         print()
-        print(common.markdown_table(["path", "px", "frames", "median ms/frame", "mean ms/frame", "peak RSS (MB)",
-                                     "peak over weights (MB)"], flat_rows))
+        print(common.markdown_table(
+            ["path", "px", "ms/frame, frames 1-100", f"ms/frame, frames {flat - 99}-{flat}",
+             "CPU ms/frame, 1-100", f"CPU ms/frame, {flat - 99}-{flat}", "peak RSS after 100 frames (MB)",
+             f"peak RSS after {flat} frames (MB)"], flat_rows))
     print(f"\n# load average at end {os.getloadavg()[0]:.1f} (2 cores shared with other processes: "
           f"ratios are from interleaved rounds of this run)")
     if args.json:
