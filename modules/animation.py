@@ -4,19 +4,25 @@
 source: its keypoints, its downsampled copy, its Gaussian heatmaps (the source term of
 the dense-motion input, TPSMM Sec. 3.2) and its inpainting-encoder features (Sec. 3.3).
 Driving frames then go through in batches under `torch.inference_mode`, with the
-coordinate grids allocated once. The convolutional parts (keypoint ResNet, dense-motion hourglass, inpainting
-encoder/decoder) run on prepared copies of the networks:
+coordinate grids allocated once; on a CPU the inpainting decoder takes them one at a
+time (its large maps then stay in cache). The convolutional parts (keypoint ResNet,
+dense-motion hourglass, inpainting encoder/decoder) run on prepared, cached copies of
+the networks:
 
-- channels-last weights and activations (oneDNN / cuDNN's fast layout);
-- in bf16/fp16, InstanceNorm2d(affine) computed as GroupNorm with one group per channel
-  (the same statistics, but a kernel that keeps the channels-last layout);
-- every UpBlock's "nearest x2 upsampling + 3x3 conv" as one 2x2 conv with four output
-  phases on the low-resolution input (the same sums, 2.25x fewer multiply-adds);
+- every UpBlock's "nearest x2 upsampling + 3x3 conv" is one 2x2 conv with four output
+  phases on the low-resolution input (the same sums, 2.25x fewer multiply-adds; maps
+  under 16x16 keep the plain form, where reading the weights dominates);
 - with `precision='bf16'|'fp16'`, the per-frame conv networks (dense-motion hourglass
-  and heads, inpainting decoder) use that dtype for weights and activations, while the
-  keypoint detector, the once-per-video source encoder, the TPS solve, grids, heatmaps,
-  softmax, sigmoids, `grid_sample` and the final blend stay fp32 (plain autocast would
-  run the TPS maths in bf16; a bf16 keypoint ResNet moves keypoints by ~1 px).
+  and heads, inpainting decoder) use that dtype for weights and activations, in the
+  channels-last layout (the AMX / tensor-core layout), with InstanceNorm2d(affine)
+  computed as GroupNorm with one group per channel (same statistics, a kernel that keeps
+  the layout). The keypoint detector, the once-per-video source encoder, the TPS solve,
+  grids, heatmaps, softmax, sigmoids, `grid_sample` and the final blend stay fp32
+  (plain autocast would run the TPS maths in bf16; a bf16 keypoint ResNet moves the
+  keypoints by ~1 px);
+- `precision='fp32'` keeps the NCHW layout and InstanceNorm itself: GroupNorm's
+  one-pass fp32 variance moves 512 px outputs by ~2e-3, and InstanceNorm on
+  channels-last maps converts the layout twice per block (slower than NCHW convs).
 
 `precision='fp32'` matches the plain per-frame path (`animate_plain`) within 1e-4.
 `make_animation` wraps the engine for whole tensors.
@@ -152,13 +158,21 @@ class _PhaseUpBlock(nn.Module):
             return F.relu(self.norm(self.conv(F.interpolate(x, scale_factor=2))), inplace=True)
         c = self.out_channels
         y = F.conv2d(x, self.weight, self.bias, padding=1)  # N x 4C x (h+1) x (w+1)
-        y = y.permute(0, 2, 3, 1)  # N x (h+1) x (w+1) x 4C (a view when y is channels-last)
-        out = y.new_empty(n, h, 2, w, 2, c)  # N x h x a x w x b x C
-        for a in range(2):
-            for b in range(2):
-                k = 2 * a + b
-                out[:, :, a, :, b, :] = y[:, a:a + h, b:b + w, k * c:(k + 1) * c]
-        out = out.view(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)  # N x C x 2h x 2w, channels-last
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            y = y.permute(0, 2, 3, 1)  # N x (h+1) x (w+1) x 4C, a view of the channels-last result
+            out = y.new_empty(n, h, 2, w, 2, c)  # N x h x a x w x b x C
+            for a in range(2):
+                for b in range(2):
+                    k = 2 * a + b
+                    out[:, :, a, :, b, :] = y[:, a:a + h, b:b + w, k * c:(k + 1) * c]
+            out = out.view(n, 2 * h, 2 * w, c).permute(0, 3, 1, 2)  # N x C x 2h x 2w, channels-last
+        else:
+            y = y.view(n, 4, c, h + 1, w + 1)  # N x (a, b) x C x (h+1) x (w+1)
+            out = y.new_empty(n, c, h, 2, w, 2)  # N x C x h x a x w x b
+            for a in range(2):
+                for b in range(2):
+                    out[:, :, :, a, :, b] = y[:, 2 * a + b, :, a:a + h, b:b + w]
+            out = out.view(n, c, 2 * h, 2 * w)  # N x C x 2h x 2w
         return F.relu(self.norm(out), inplace=True)
 
 
@@ -234,12 +248,14 @@ class Animator:
     motion network (weight-bound at their small maps) take the whole batch; the decoder's
     large maps stay in cache one frame at a time on a CPU (measured faster there). None:
     1 on a CPU, the whole batch on a GPU.
-    channels_last / fold_upsampling: engine options (on by default; off gives the
-    plain layouts, for measurements).
+    channels_last: channels-last layout; None: on for bf16/fp16 (the AMX/tensor-core layout),
+    off for fp32 (InstanceNorm, kept for exactness, would convert the layout twice per block).
+    fold_upsampling: the folded UpBlock convs (on by default; off, with channels_last
+    off, gives the networks' own forms, for measurements).
     """
 
     def __init__(self, models: dict[str, nn.Module], source: torch.Tensor, mode: str = "relative",
-                 precision: str = "fp32", decoder_batch: int | None = None, channels_last: bool = True,
+                 precision: str = "fp32", decoder_batch: int | None = None, channels_last: bool | None = None,
                  fold_upsampling: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -249,6 +265,8 @@ class Animator:
         self.mode = mode
         self.precision = precision
         self.dtype = _check_precision(precision)
+        if channels_last is None:
+            channels_last = self.dtype != torch.float32
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         dense = models["dense_motion_network"]
         inpainting = models["inpainting_network"]

@@ -42,13 +42,22 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("mode", ["relative", "standard", "avd"])
 def test_exact_path_matches_plain_path(tiny_models, clip, mode):
-    """Engine (cached source, channels-last, GroupNorm, folded upsampling) == reference demo loop, frame by frame."""
+    """Engine (cached source, folded upsampling, batched dense motion) == reference demo loop, frame by frame.
+
+    The seeded tiny networks amplify rounding: the plain path itself moves by up to ~1e-4
+    when the driving frames change by 1e-6 (250x below 8-bit quantisation). The engine must
+    stay within 1e-4, or within twice that rounding-level spread where it is larger.
+    """
     source, driving = clip
     plain = animate_plain(source, driving, tiny_models, mode=mode)
+    noise = 1e-6 * torch.randn(driving.shape, generator=torch.Generator().manual_seed(0))
+    spread = float((animate_plain(source, driving + noise, tiny_models, mode=mode) - plain).abs().max())
     animator = Animator(tiny_models, source, mode=mode)
     fast = torch.cat([animator(driving[i:i + 1]) for i in range(driving.shape[0])])
     assert fast.shape == plain.shape and fast.dtype == torch.float32
-    assert (fast - plain).abs().max() < TOL
+    assert (fast - plain).abs().max() < max(TOL, 2 * spread)
+    batched = Animator(tiny_models, source, mode=mode)(driving)
+    assert (batched - plain).abs().max() < max(TOL, 2 * spread)
 
 
 def test_batched_engine_matches_batched_plain(tiny_models, clip):
@@ -70,15 +79,18 @@ def test_batched_engine_matches_batched_plain(tiny_models, clip):
     assert (fast2 - plain).abs().max() < TOL
 
 
-def test_plain_layouts_option_matches(tiny_models, clip):
+def test_engine_options_match(tiny_models, clip):
     source, driving = clip
-    a = Animator(tiny_models, source, channels_last=False, fold_upsampling=False)
-    b = Animator(tiny_models, source)  # decoder one frame at a time on a CPU
+    a = Animator(tiny_models, source, channels_last=False, fold_upsampling=False)  # the networks' own forms
+    b = Animator(tiny_models, source)  # folded upsampling; decoder one frame at a time on a CPU
     c = Animator(tiny_models, source, decoder_batch=0)  # decoder on the whole batch
-    assert b.decoder_batch == 1
+    d = Animator(tiny_models, source, channels_last=True)  # channels-last fp32
+    assert b.decoder_batch == 1 and b.memory_format == torch.contiguous_format
+    assert d.memory_format == torch.channels_last
+    assert Animator(tiny_models, source, precision="bf16").memory_format == torch.channels_last
     want = a(driving[:3])
-    assert (b(driving[:3]) - want).abs().max() < TOL
-    assert (c(driving[:3]) - want).abs().max() < TOL
+    for other in (b, c, d):
+        assert (other(driving[:3]) - want).abs().max() < TOL
 
 
 def test_folded_upblock_equals_upsample_then_conv():
