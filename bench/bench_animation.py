@@ -12,7 +12,8 @@ Prints one table, every figure measured in this run on this machine:
   the fraction of the peak; the output difference to the plain fp32 path on real frames
   (max |diff| and PSNR); peak memory of a separate process running that path alone;
 - flatness: one stream of 1000 frames through the engine: ms per frame over frames 1-100
-  and 901-1000, peak memory after 100 and after 1000 frames.
+  and 901-1000 and over every 100-frame window (a trend, not one noisy window, is what
+  would show a leak), peak memory after 100 and after 1000 frames.
 Weights come from --checkpoint, else the seeded recipe (utils/weight_recipe.py).
 """
 from __future__ import annotations
@@ -86,6 +87,7 @@ def worker(args) -> None:
     print(json.dumps({"frames": done, "s_per_frame": common.median(wall), "mean_s_per_frame": mean(wall),
                       "first100_s": mean(wall[:100]), "last100_s": mean(wall[-100:]),
                       "first100_cpu_s": mean(cpu[:100]), "last100_cpu_s": mean(cpu[-100:]),
+                      "windows_s": [mean(wall[i:i + 100]) for i in range(0, len(wall), 100)],
                       "peak_rss_mb": peak_at["end"], "peak_rss_100_mb": peak_at.get("100"),
                       "baseline_rss_mb": baseline}))
 
@@ -215,12 +217,13 @@ def main() -> None:
             results["flat"][p] = r
             flat_rows.append([p, args.flat_size, f"{r['first100_s'] * 1e3:.0f}", f"{r['last100_s'] * 1e3:.0f}",
                               f"{r['first100_cpu_s'] * 1e3:.0f}", f"{r['last100_cpu_s'] * 1e3:.0f}",
-                              f"{r['peak_rss_100_mb']:.0f}", f"{r['peak_rss_mb']:.0f}"])
+                              f"{r['peak_rss_100_mb']:.0f}", f"{r['peak_rss_mb']:.0f}",
+                              " ".join(f"{w * 1e3:.0f}" for w in r["windows_s"])])
         print()
         print(common.markdown_table(
             ["path", "px", "ms/frame, frames 1-100", f"ms/frame, frames {flat - 99}-{flat}",
              "CPU ms/frame, 1-100", f"CPU ms/frame, {flat - 99}-{flat}", "peak RSS after 100 frames (MB)",
-             f"peak RSS after {flat} frames (MB)"], flat_rows))
+             f"peak RSS after {flat} frames (MB)", "ms/frame per 100-frame window"], flat_rows))
     print(f"\n# load average at end {os.getloadavg()[0]:.1f} (2 cores shared with other processes: "
           f"ratios are from interleaved rounds of this run)")
     if args.json:
