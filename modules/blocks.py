@@ -168,11 +168,17 @@ class AntiAliasInterpolation2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale == 1.0:
             return x
-        out = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
-        out = F.conv2d(out, weight=self.weight.to(out.dtype), groups=self.groups)
+        # The blur runs in fp32 NCHW whatever the caller's dtype, layout or autocast: oneDNN has no
+        # fast kernel for this 3-group conv with a large kernel in bf16 channels-last (one 256 px
+        # training step under bf16 autocast + channels-last took minutes in this op alone).
+        with torch.autocast(x.device.type, enabled=False):
+            out = F.pad(x.float().contiguous(), (self.ka, self.kb, self.ka, self.kb))
+            out = F.conv2d(out, weight=self.weight.float(), groups=self.groups)
         if self.mode == "stride":
-            return out[:, :, ::self.int_inv_scale, ::self.int_inv_scale]
-        return F.interpolate(out, scale_factor=(self.scale, self.scale))
+            out = out[:, :, ::self.int_inv_scale, ::self.int_inv_scale]
+        else:
+            out = F.interpolate(out, scale_factor=(self.scale, self.scale))
+        return out.to(x.dtype)
 
 
 class ImagePyramid(nn.Module):
