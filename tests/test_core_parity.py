@@ -156,3 +156,18 @@ def test_image_pyramid(tiny_io):
     out = pyramid(tiny_io["source"])
     for key, ref in case["out"].items():
         close(out[key], ref, 1e-6)
+
+
+def test_image_pyramid_blurs_in_fp32_under_bf16_autocast_and_channels_last(tiny_io):
+    """The perceptual pyramid of a bf16 channels-last training step is the fp32 one (the 3-group
+    blur has no fast bf16 channels-last CPU kernel: minutes per call), in the input's dtype."""
+    case = tiny_io["image_pyramid"]
+    pyramid = ImagePyramid(case["scales"], 3)
+    source = tiny_io["source"].contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = pyramid(source)
+    for key, ref in case["out"].items():
+        assert out[key].dtype == torch.float32
+        close(out[key], ref, 1e-6)
+    half = pyramid(source.to(torch.bfloat16))
+    assert all(v.dtype == torch.bfloat16 for v in half.values())
