@@ -5,7 +5,9 @@ fp32, bf16 and fp16, and training samples/s with and without autocast.
 
 Animation: the plain per-frame path (batch 1, fp32) and the engine (`Animator`) at each
 precision and batch, timed with CUDA events after a warm-up, with the output's PSNR
-against the engine's fp32 output on real frames. Training: the trainer's step
+against the engine's fp32 output on real frames, its largest difference to the plain
+path, GFLOP/s and the fraction of the matmul peak measured in the same run (fp32 with
+TF32 off unless --tf32). Training: the trainer's step
 (`TPSMMTraining`, all losses, seeded VGG-19) in fp32, bf16 autocast and fp16 autocast
 with a GradScaler, channels-last. `--device cpu --config tests/fixtures/tiny.yaml
 --size 64` runs the same code on the CPU (a smoke test of this script).
@@ -55,25 +57,40 @@ def timed(fn, device, repeats: int) -> float:
     return common.median(times)
 
 
-def animation(args, device) -> list[list]:
+def device_peak(device, dtype: torch.dtype, n: int = 8192, repeats: int = 10) -> float:
+    """Measured matmul GFLOP/s of an n x n product in `dtype` on `device` (synchronised)."""
+    if device.type != "cuda":
+        return common.matmul_peak(dtype, n=min(n, 2048), seconds=1.0)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    return 2 * n ** 3 / timed(lambda: torch.mm(a, b), device, repeats) / 1e9
+
+
+def animation(args, device, peaks: dict) -> list[list]:
     models = common.load_models(args.config, args.checkpoint)
     for m in models.values():
         m.to(device)
     source, driving = common.real_frames(args.size, max(args.batches))
     source, driving = source.to(device), driving.to(device)
     rows = []
+    plain_out = animate_plain(source, driving[:2], models)
+    plain_flops = common.count_flops(lambda: animate_plain(source, driving[:1], models))
     plain = timed(lambda: animate_plain(source, driving[:2], models), device, args.repeats) / 2
-    rows.append(["plain (per frame)", "fp32", 1, f"{plain * 1e3:.1f}", f"{1 / plain:.1f}", "1.00x", "-", "-"])
+    rows.append(["plain (per frame)", "fp32", 1, f"{plain * 1e3:.1f}", f"{1 / plain:.1f}", "1.00x",
+                 f"{plain_flops / plain / 1e9:.0f}", f"{plain_flops / plain / 1e9 / peaks['fp32']:.0%}", "-", "-", "-"])
     reference = Animator(models, source)(driving)
     for precision in ("fp32", "bf16", "fp16"):
         for b in args.batches:
             animator = Animator(models, source, precision=precision)
             out = torch.cat([animator(driving[i:i + b]) for i in range(0, driving.shape[0], b)])
+            flops = common.count_flops(lambda: animator(driving[:b])) / b
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             t = timed(lambda: animator(driving[:b]), device, args.repeats) / b
             mem = f"{torch.cuda.max_memory_allocated(device) / 2 ** 20:.0f}" if device.type == "cuda" else "-"
-            rows.append(["engine", precision, b, f"{t * 1e3:.2f}", f"{1 / t:.1f}", f"{plain / t:.2f}x",
+            rate = flops / t / 1e9
+            rows.append(["engine", precision, b, f"{t * 1e3:.2f}", f"{1 / t:.1f}", f"{plain / t:.2f}x", f"{rate:.0f}",
+                         f"{rate / peaks[precision]:.0%}", f"{float((out[:2] - plain_out).abs().max()):.1e}",
                          f"{common.psnr(out, reference):.1f}", mem])
             print(f"# animation {precision} batch {b}: {t * 1e3:.2f} ms/frame", flush=True)
     return rows
@@ -130,6 +147,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 in fp32 convolutions and matmuls")
     args = parser.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
     device = torch.device(args.device)
@@ -141,12 +159,20 @@ def main() -> None:
         name = torch.cuda.get_device_name(device)
     else:
         name = common.machine_info(torch.get_num_threads())["cpu"]
+    if device.type == "cuda":
+        # fp32 means fp32: TF32 convolutions/matmuls (PyTorch's cuDNN default) only with --tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
     t_start = time.perf_counter()
-    print(f"# {name}, torch {torch.__version__}, {args.size} px, weights {args.checkpoint or 'seeded recipe'}")
-    anim = animation(args, device)
+    print(f"# {name}, torch {torch.__version__}, {args.size} px, weights {args.checkpoint or 'seeded recipe'}, "
+          f"TF32 {'on' if args.tf32 else 'off'}")
+    peaks = {name_: device_peak(device, dtype) for name_, dtype in
+             (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16))}
+    print("# matmul peak GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()), flush=True)
+    anim = animation(args, device, peaks)
     print()
     print(common.markdown_table(["path", "precision", "batch", "ms/frame", "frames/s", "speed-up vs plain",
-                                 "PSNR vs fp32 (dB)", "peak MB"], anim))
+                                 "GFLOP/s", "of peak", "max |diff| vs plain", "PSNR vs fp32 (dB)", "peak MB"], anim))
     train_rows = training(args, device)
     print()
     print(common.markdown_table(["training", "batch", "ms/step", "samples/s", "speed-up", "peak MB"], train_rows))

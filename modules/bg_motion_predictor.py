@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torchvision import models
 
+from modules.blocks import FP32Linear
+
 
 class BGMotionPredictor(nn.Module):
     """(source, driving) -> 3x3 affine matrix A_bg (last row [0, 0, 1]) acting on driving coordinates."""
@@ -14,7 +16,7 @@ class BGMotionPredictor(nn.Module):
         self.bg_encoder = models.resnet18(weights=None)
         self.bg_encoder.conv1 = nn.Conv2d(2 * num_channels, 64, kernel_size=(7, 7), stride=(2, 2),
                                           padding=(3, 3), bias=False)
-        self.bg_encoder.fc = nn.Linear(self.bg_encoder.fc.in_features, 6)
+        self.bg_encoder.fc = FP32Linear(self.bg_encoder.fc.in_features, 6)
         with torch.no_grad():
             self.bg_encoder.fc.weight.zero_()
             self.bg_encoder.fc.bias.copy_(torch.tensor([1, 0, 0, 0, 1, 0], dtype=torch.float32))

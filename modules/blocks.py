@@ -11,6 +11,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class FP32Linear(nn.Linear):
+    """nn.Linear outside autocast: keypoint and affine regressions keep their weights' precision.
+
+    Under bf16 autocast a Linear head would hand bf16 keypoints (3 significant digits) to the
+    TPS solve. Same parameters and state-dict keys as nn.Linear.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return F.linear(x.to(self.weight.dtype), self.weight, self.bias)
+
+
 def instance_norm(channels: int) -> nn.Module:
     return nn.InstanceNorm2d(channels, affine=True)
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.blocks import AntiAliasInterpolation2d, Hourglass, UpBlock2d
-from modules.geometry import (from_homogeneous, kp2gaussian, make_coordinate_grid, tps_from_keypoints,
+from modules.geometry import (fp32_geometry, from_homogeneous, kp2gaussian, make_coordinate_grid, tps_from_keypoints,
                               tps_grid_keypoint_mode, to_homogeneous)
 
 
@@ -69,6 +69,7 @@ class DenseMotionNetwork(nn.Module):
                 - kp2gaussian(kp_source, spatial_size, self.kp_variance))  # B x K*5 x h x w
         return torch.cat([torch.zeros_like(heat[:, :1]), heat], dim=1)
 
+    @fp32_geometry
     def transformations(self, spatial_size, kp_driving: torch.Tensor, kp_source: torch.Tensor,
                         bg_param: torch.Tensor | None) -> torch.Tensor:
         """K+1 sampling grids (B, K+1, h, w, 2): identity/background affine, then the K TPS maps."""
@@ -112,15 +113,17 @@ class DenseMotionNetwork(nn.Module):
         levels = self.hourglass(inp, all_levels=True)
 
         logits = self.maps(levels[-1])  # B x K+1 x h x w
-        if dropout_flag:
-            keep = dropout_keep if dropout_keep is not None else dropout_keep_mask(
-                b, self.num_tps + 1, dropout_p, device=logits.device)
-            maps = dropout_softmax(logits, keep)
-        else:
-            maps = F.softmax(logits, dim=1)
+        with torch.autocast(logits.device.type, enabled=False):  # contribution maps and flow in fp32
+            logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+            if dropout_flag:
+                keep = dropout_keep if dropout_keep is not None else dropout_keep_mask(
+                    b, self.num_tps + 1, dropout_p, device=logits.device)
+                maps = dropout_softmax(logits, keep)
+            else:
+                maps = F.softmax(logits, dim=1)
+            # TPSMM Eq. 6: flow = sum_k M_k T_k
+            deformation = torch.einsum("bkhw,bkhwc->bhwc", maps, transformations)  # B x h x w x 2
         out["contribution_maps"] = maps
-        # TPSMM Eq. 6: flow = sum_k M_k T_k
-        deformation = torch.einsum("bkhw,bkhwc->bhwc", maps, transformations)  # B x h x w x 2
         out["deformation"] = deformation
 
         occlusion = []

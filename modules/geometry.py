@@ -6,9 +6,47 @@ TPSMM Sec. 3.1 (Eq. 1-2): U(r) = r^2 log r^2, solved per group of 5 keypoints.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, fields, is_dataclass, replace
 
 import torch
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _to_fp32(value):
+    """bf16/fp16 tensors (also inside a dataclass such as TPSParams) -> fp32; anything else as is."""
+    if isinstance(value, torch.Tensor) and value.dtype in _HALF:
+        return value.float()
+    if is_dataclass(value) and not isinstance(value, type):
+        return replace(value, **{f.name: _to_fp32(getattr(value, f.name)) for f in fields(value)})
+    return value
+
+
+def _device_type(values) -> str:
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            return v.device.type
+        if is_dataclass(v) and not isinstance(v, type):
+            found = _device_type(getattr(v, f.name) for f in fields(v))
+            if found:
+                return found
+    return ""
+
+
+def fp32_geometry(fn):
+    """Run `fn` with autocast off and bf16/fp16 tensor arguments in fp32 (fp64 stays fp64).
+
+    Keypoint geometry must not follow a caller's autocast: a bf16 TPS solve and bf16
+    grids move the warp by a large part of the image (the reference's plain autocast
+    is off by 0.4), and CUDA autocast would hand `linalg.solve` mixed dtypes.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = _device_type(list(args) + list(kwargs.values())) or "cpu"
+        with torch.autocast(device_type=device, enabled=False):
+            return fn(*[_to_fp32(a) for a in args], **{k: _to_fp32(v) for k, v in kwargs.items()})
+    return wrapper
 
 
 def make_coordinate_grid(spatial_size: tuple[int, int], dtype: torch.dtype = torch.float32,
@@ -24,6 +62,7 @@ def make_coordinate_grid(spatial_size: tuple[int, int], dtype: torch.dtype = tor
     return torch.stack([xx, yy], dim=2)  # H x W x 2
 
 
+@fp32_geometry
 def kp2gaussian(kp: torch.Tensor, spatial_size: tuple[int, int], kp_variance: float) -> torch.Tensor:
     """Isotropic Gaussian around each keypoint: (..., N, 2) -> (..., N, H, W)."""
     grid = make_coordinate_grid(spatial_size, kp.dtype, kp.device)  # H x W x 2
@@ -95,6 +134,7 @@ class TPSParams:
     control_params: torch.Tensor
 
 
+@fp32_geometry
 def tps_from_keypoints(kp_1: torch.Tensor, kp_2: torch.Tensor) -> TPSParams:
     """Solve the K TPS maps sending kp_1 -> kp_2 (TPSMM Eq. 1-2, reference regulariser).
 
@@ -117,6 +157,7 @@ def tps_from_keypoints(kp_1: torch.Tensor, kp_2: torch.Tensor) -> TPSParams:
     return TPSParams(theta=theta, control_points=kp_1, control_params=param[:, :, :n, :])
 
 
+@fp32_geometry
 def tps_warp_keypoint_mode(tps: TPSParams, coords: torch.Tensor) -> torch.Tensor:
     """Apply K keypoint TPS maps to coordinates (B or 1, P, 2) -> (B, K, P, 2)."""
     theta, cp, cw = tps.theta, tps.control_points, tps.control_params
@@ -128,6 +169,7 @@ def tps_warp_keypoint_mode(tps: TPSParams, coords: torch.Tensor) -> torch.Tensor
     return affine.transpose(2, 3) + nonlinear
 
 
+@fp32_geometry
 def tps_grid_keypoint_mode(tps: TPSParams, spatial_size: tuple[int, int]) -> torch.Tensor:
     """Sampling grids (B, K, H, W, 2) of the K keypoint TPS maps."""
     h, w = spatial_size
@@ -154,6 +196,7 @@ def random_tps(batch_size: int, sigma_affine: float, sigma_tps: float, points_tp
                      control_params=control_params.to(device=device, dtype=dtype))
 
 
+@fp32_geometry
 def tps_warp_random_mode(tps: TPSParams, coords: torch.Tensor) -> torch.Tensor:
     """Apply a random TPS to coordinates (B or 1, P, 2) -> (B, P, 2).
 
@@ -169,6 +212,7 @@ def tps_warp_random_mode(tps: TPSParams, coords: torch.Tensor) -> torch.Tensor:
     return affine + radial.sum(dim=2).view(b, coords.shape[1], 1)
 
 
+@fp32_geometry
 def tps_grid_random_mode(tps: TPSParams, spatial_size: tuple[int, int]) -> torch.Tensor:
     """Sampling grid (B, H, W, 2) of a random TPS."""
     h, w = spatial_size

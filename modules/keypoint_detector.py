@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torchvision import models
 
+from modules.blocks import FP32Linear
+
 
 class KPDetector(nn.Module):
     """Image (B, 3, H, W) -> {'fg_kp': (B, K*5, 2)} in [-1, 1]."""
@@ -15,7 +17,7 @@ class KPDetector(nn.Module):
         self.fg_encoder = models.resnet18(weights=None)
         if num_channels != 3:
             self.fg_encoder.conv1 = nn.Conv2d(num_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.fg_encoder.fc = nn.Linear(self.fg_encoder.fc.in_features, num_tps * 5 * 2)
+        self.fg_encoder.fc = FP32Linear(self.fg_encoder.fc.in_features, num_tps * 5 * 2)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         fg_kp = torch.sigmoid(self.fg_encoder(image)) * 2 - 1  # B x K*5*2

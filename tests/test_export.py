@@ -24,11 +24,26 @@ def exported(tmp_path_factory):
 
 def test_onnxruntime_matches_pytorch(exported):
     models, paths = exported
-    for batch in (1, 3):  # the batch dimension is dynamic
-        results = check_onnx(models, paths, size=64, batch=batch, repeats=1, seed=batch)
+    for batch, inputs in ((1, "real"), (3, "real"), (2, "random")):  # the batch dimension is dynamic
+        results = check_onnx(models, paths, size=64, batch=batch, repeats=1, seed=batch, inputs=inputs)
+        assert set(results) == {"kp_detector", "generator"}
         for name, r in results.items():
-            assert r["max_abs_diff"] < 1e-4, (name, batch, r)
+            assert r["max_abs_diff"] < 1e-4, (name, batch, inputs, r)
+            assert 0 < r["torch_spread"] < 1e-3, (name, batch, inputs, r)
             assert r["torch_s"] > 0 and r["onnx_s"] > 0
+    with pytest.raises(ValueError, match="check inputs must be one of"):
+        check_onnx(models, paths, size=64, inputs="noise")
+
+
+def test_real_check_frames_are_distinct_video_frames():
+    from modules.export import real_check_frames
+
+    source, driving = real_check_frames(48, batch=3)
+    assert source.shape == driving.shape == (3, 3, 48, 48)
+    assert 0 <= float(driving.min()) and float(driving.max()) <= 1
+    assert torch.equal(source[0], source[2])  # one source image, repeated
+    assert (driving[0] - driving[1]).abs().mean() > 1e-3  # different driving frames
+    assert (source[0] - driving[0]).abs().mean() > 1e-2  # from different clips
 
 
 def test_tps_solve_exports_without_inverse(exported):

@@ -93,6 +93,21 @@ def test_engine_options_match(tiny_models, clip):
         assert (other(driving[:3]) - want).abs().max() < TOL
 
 
+def test_channels_last_fp32_instance_norm_stays_channels_last_and_exact():
+    torch.manual_seed(0)
+    norm = torch.nn.InstanceNorm2d(16, affine=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    wrapped = _InstanceNormCL(norm)
+    x = torch.randn(2, 16, 40, 24) * 0.5 + 30  # a large mean against the spread: a one-pass variance loses digits
+    want = F.instance_norm(x.double(), weight=norm.weight.double(), bias=norm.bias.double(), eps=norm.eps)
+    for layout in (torch.channels_last, torch.contiguous_format):
+        got = wrapped(x.contiguous(memory_format=layout))
+        assert got.dtype == torch.float32 and got.is_contiguous(memory_format=layout)
+        assert (got.double() - want).abs().max() < 2e-4, layout
+
+
 def test_folded_upblock_equals_upsample_then_conv():
     torch.manual_seed(0)
     block = UpBlock2d(6, 5).eval()
