@@ -15,11 +15,13 @@ _HALF = (torch.float16, torch.bfloat16)
 
 
 def _to_fp32(value):
-    """bf16/fp16 tensors (also inside a dataclass such as TPSParams) -> fp32; anything else as is."""
+    """bf16/fp16 tensors (also inside a dataclass such as TPSParams or a dict) -> fp32; anything else as is."""
     if isinstance(value, torch.Tensor) and value.dtype in _HALF:
         return value.float()
     if is_dataclass(value) and not isinstance(value, type):
         return replace(value, **{f.name: _to_fp32(getattr(value, f.name)) for f in fields(value)})
+    if isinstance(value, dict):  # keypoint dicts ({'value', 'jacobian'})
+        return {k: _to_fp32(v) for k, v in value.items()}
     return value
 
 
@@ -29,6 +31,10 @@ def _device_type(values) -> str:
             return v.device.type
         if is_dataclass(v) and not isinstance(v, type):
             found = _device_type(getattr(v, f.name) for f in fields(v))
+            if found:
+                return found
+        if isinstance(v, dict):
+            found = _device_type(v.values())
             if found:
                 return found
     return ""

@@ -78,3 +78,28 @@ def test_dense_motion_flow_is_fp32_under_autocast(tiny_models):
     sums = got["contribution_maps"].sum(dim=1)
     assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
     assert float((got["deformation"] - want["deformation"]).abs().max()) < 0.05
+
+
+def test_fomm_keypoints_and_motions_are_fp32_under_autocast():
+    import os
+
+    from modules import build_models, load_checkpoint
+    from modules.fomm.dense_motion import sparse_motions
+
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+    models = build_models(os.path.join(fixtures, "fomm_tiny.yaml"))
+    load_checkpoint(os.path.join(fixtures, "fomm_tiny.pth.tar"), models)
+    kp_detector = models["kp_detector"].eval()
+    g = torch.Generator().manual_seed(5)
+    source, driving = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        kp_s, kp_d = kp_detector(source), kp_detector(driving)
+        want = sparse_motions((16, 16), kp_d, kp_s)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            kp_auto = kp_detector(driving)
+            got = sparse_motions((16, 16), kp_d, kp_s)
+            from_half = sparse_motions((16, 16), {k: v.bfloat16() for k, v in kp_d.items()}, kp_s)
+    assert set(kp_auto) == {"value", "jacobian"}
+    assert all(v.dtype == torch.float32 for v in kp_auto.values())
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    assert from_half.dtype == torch.float32

@@ -6,9 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.blocks import AntiAliasInterpolation2d, Hourglass, batch_norm
-from modules.geometry import kp2gaussian, make_coordinate_grid
+from modules.geometry import fp32_geometry, kp2gaussian, make_coordinate_grid
 
 
+@fp32_geometry
 def sparse_motions(spatial_size: tuple[int, int], kp_driving: dict, kp_source: dict) -> torch.Tensor:
     """K+1 backward maps driving -> source (FOMM Eq. 4), shape (B, K+1, h, w, 2).
 

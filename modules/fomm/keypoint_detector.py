@@ -51,12 +51,19 @@ class FOMMKPDetector(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.down(image) if self.scale_factor != 1 else image
         features = self.predictor(x)  # B x (block_expansion + C) x h x w
-        logits = self.kp(features)  # B x K x h' x w' (7x7 conv, no padding by default)
+        logits = _fp32(self.kp(features))  # B x K x h' x w' (7x7 conv, no padding by default)
+        jac_map = _fp32(self.jacobian(features)) if self.jacobian is not None else None
         b, k, h, w = logits.shape
-        heatmap = F.softmax(logits.view(b, k, h * w) / self.temperature, dim=2).view(b, k, h, w)
-        out = {"value": self.heatmap_to_keypoints(heatmap)}
-        if self.jacobian is not None:
-            jac_map = self.jacobian(features).reshape(b, self.num_jacobian_maps, 4, h, w)  # B x (K|1) x 4 x h' x w'
-            jac = (heatmap.unsqueeze(2) * jac_map).view(b, k, 4, h * w).sum(dim=-1)  # B x K x 4
-            out["jacobian"] = jac.view(b, k, 2, 2)  # B x K x 2 x 2, row-major
+        # keypoints and Jacobians in fp32 under any autocast: they feed matrix inverses and sampling grids
+        with torch.autocast(image.device.type, enabled=False):
+            heatmap = F.softmax(logits.view(b, k, h * w) / self.temperature, dim=2).view(b, k, h, w)
+            out = {"value": self.heatmap_to_keypoints(heatmap)}
+            if jac_map is not None:
+                jac_map = jac_map.reshape(b, self.num_jacobian_maps, 4, h, w)  # B x (K|1) x 4 x h' x w'
+                jac = (heatmap.unsqueeze(2) * jac_map).view(b, k, 4, h * w).sum(dim=-1)  # B x K x 4
+                out["jacobian"] = jac.view(b, k, 2, 2)  # B x K x 2 x 2, row-major
         return out
+
+
+def _fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

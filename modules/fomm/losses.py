@@ -120,7 +120,8 @@ class FOMMGeneratorFull(nn.Module):
             if weights["equivariance_jacobian"] != 0:
                 jac_transformed = torch.matmul(transform.jacobian(transformed_kp["value"]),
                                                transformed_kp["jacobian"])  # B x K x 2 x 2
-                value = torch.matmul(torch.inverse(kp_driving["jacobian"]), jac_transformed)
+                with torch.autocast(driving.device.type, enabled=False):  # a 2x2 inverse in fp32
+                    value = torch.matmul(torch.inverse(kp_driving["jacobian"].float()), jac_transformed.float())
                 eye = torch.eye(2, dtype=value.dtype, device=value.device).view(1, 1, 2, 2)
                 losses["equivariance_jacobian"] = weights["equivariance_jacobian"] * (eye - value).abs().mean()
         return losses, generated
