@@ -10,7 +10,9 @@ Prints one table, every figure measured in this run on this machine:
   exact fp32, and bf16/fp16 convolutions), rounds interleaved, medians; the speed-up over
   plain; FLOPs per frame counted with torch.utils.flop_counter; achieved GFLOP/s and
   the fraction of the peak; the output difference to the plain fp32 path on real frames
-  (max |diff| and PSNR); peak memory of a separate process running that path alone;
+  (max |diff| and PSNR), and of every path, plain included, to the plain path run in
+  float64 on the first --fp64-frames frames (fp32's own rounding, for scale); peak memory
+  of a separate process running that path alone;
 - flatness: one stream of 1000 frames through the engine: ms per frame over frames 1-100
   and 901-1000 and over every 100-frame window (a trend, not one noisy window, is what
   would show a leak), peak memory after 100 and after 1000 frames.
@@ -19,6 +21,7 @@ Weights come from --checkpoint, else the seeded recipe (utils/weight_recipe.py).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -118,6 +121,8 @@ def main() -> None:
     parser.add_argument("--flat-size", type=int, default=256)
     parser.add_argument("--flat-paths", default="bf16", help="paths for the flatness check")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-path peak-memory processes")
+    parser.add_argument("--fp64-frames", type=int, default=2,
+                        help="frames of the plain path run in float64, the accuracy yardstick of every path (0: skip)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -154,6 +159,12 @@ def main() -> None:
         for p in paths:
             calls[p] = (lambda a=animators[p]: engine_run(a, driving, b))
         outputs = {name: fn() for name, fn in calls.items()}  # warm-up, and the outputs compared
+        truth = None
+        if args.fp64_frames:  # the same maths in float64: how far each fp32 path is from exact arithmetic
+            n64 = min(args.fp64_frames, nf["plain"])
+            models64 = {k: copy.deepcopy(m).double() for k, m in models.items()}
+            truth = animate_plain(source.double(), driving[:n64].double(), models64).float()
+            del models64
         times = {name: [] for name in calls}
         cpu = {name: [] for name in calls}  # process CPU time: steadier than wall time on a shared machine
         for _ in range(args.rounds):
@@ -179,6 +190,8 @@ def main() -> None:
             ref, got = outputs["plain"], outputs[name][:outputs["plain"].shape[0]]
             entry[name] = {"s_per_frame": t, "ratio": t / base, "gflop": flops[name] / 1e9,
                            "max_abs_diff": float((got - ref).abs().max()), "psnr": common.psnr(got, ref),
+                           "max_abs_diff_fp64": None if truth is None
+                           else float((outputs[name][:truth.shape[0]] - truth).abs().max()),
                            "setup_s": setup.get(name), "memory": memory.get(name), "times": times[name],
                            "cpu_s_per_frame": c, "cpu_ratio": c / cpu_base, "cpu_times": cpu[name]}
         results["sizes"][size] = entry
@@ -201,10 +214,11 @@ def main() -> None:
                          f"{100 * e['of_peak']:.0f}% {'bf16' if peak is peak16 else 'fp32'}",
                          "-" if name == "plain" else f"{e['max_abs_diff']:.1e}",
                          "-" if name == "plain" else f"{e['psnr']:.1f}",
+                         "-" if e["max_abs_diff_fp64"] is None else f"{e['max_abs_diff_fp64']:.1e}",
                          f"{mem['peak_rss_mb']:.0f} (+{mem['peak_rss_mb'] - mem['baseline_rss_mb']:.0f})"
                          if mem else "-"])
     header = ["px", "path", "ms/frame", "time vs plain", "speed-up", "CPU time vs plain", "GFLOP/frame", "GFLOP/s",
-              "of peak", "max |diff| vs plain", "PSNR vs plain (dB)", "peak RSS MB (+ over weights)"]
+              "of peak", "max |diff| vs plain", "PSNR vs plain (dB)", "max |diff| vs fp64", "peak RSS MB (+ over weights)"]
     if rows:
         print()
         print(common.markdown_table(header, rows))
