@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from datasets import DatasetRepeater, FramesDataset
 from modules.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from utils import dist as du
+from utils import optim
 from utils.config import save_config
 
 log = logging.getLogger("train")
@@ -370,7 +371,7 @@ def train_avd(config: dict, models: dict[str, nn.Module], checkpoint: str, log_d
     if not checkpoint:
         raise ValueError("--mode train_avd needs --checkpoint (a trained keypoint detector)")
     avd = models["avd_network"]
-    optimizer = torch.optim.Adam(avd.parameters(), lr=ap["lr"], betas=(0.5, 0.999))
+    optimizer = optim.adam(avd.parameters(), lr=ap["lr"], betas=(0.5, 0.999))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, ap["epoch_milestones"], gamma=0.1)
     rest = load_checkpoint(checkpoint, models, {"optimizer_avd": optimizer}, map_location=device, strict=False)
     resumed_avd = "optimizer_avd" in rest or rest.get("avd_epoch") is not None

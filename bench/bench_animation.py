@@ -218,7 +218,8 @@ def main() -> None:
                          f"{mem['peak_rss_mb']:.0f} (+{mem['peak_rss_mb'] - mem['baseline_rss_mb']:.0f})"
                          if mem else "-"])
     header = ["px", "path", "ms/frame", "time vs plain", "speed-up", "CPU time vs plain", "GFLOP/frame", "GFLOP/s",
-              "of peak", "max |diff| vs plain", "PSNR vs plain (dB)", "max |diff| vs fp64", "peak RSS MB (+ over weights)"]
+              "of peak", "max |diff| vs plain", "PSNR vs plain (dB)", "max |diff| vs fp64",
+              "peak RSS MB (+ over weights)"]
     if rows:
         print()
         print(common.markdown_table(header, rows))

@@ -16,6 +16,7 @@ from torch import nn
 
 from modules.blocks import ImagePyramid
 from modules.geometry import TPSParams, random_tps, tps_grid_random_mode, tps_warp_random_mode
+from utils import optim
 
 
 def dropout_probability(epoch: int, train_params: dict) -> float | None:
@@ -111,7 +112,7 @@ class TPSMMFullModel(nn.Module):
 
 def adam(params, lr: float) -> torch.optim.Adam:
     """The reference's optimiser: Adam(betas (0.5, 0.999), weight_decay 1e-4)."""
-    return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999), weight_decay=1e-4)
+    return optim.adam(params, lr=lr, betas=(0.5, 0.999), weight_decay=1e-4)
 
 
 class TPSMMTraining:

@@ -18,11 +18,12 @@ from torch import nn
 
 from modules.fomm.losses import FOMMDiscriminatorFull, FOMMGeneratorFull
 from modules.fomm.transform import RandomTransform
+from utils import optim
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
     """The reference FOMM optimiser: Adam(betas (0.5, 0.999)), no weight decay."""
-    return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
+    return optim.adam(params, lr=lr, betas=(0.5, 0.999))
 
 
 class FOMMTraining:
