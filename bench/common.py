@@ -20,7 +20,6 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 DATA = os.path.join(ROOT, "tests", "data")
 SOURCE_CLIP = os.path.join(DATA, "single_face.mp4")
@@ -42,18 +41,9 @@ def load_models(config: str, checkpoint: str | None = None) -> dict:
     return models
 
 
-def square_frames(frames: np.ndarray, size: int) -> torch.Tensor:
-    """(n, H, W, 3) uint8 -> centre-cropped, resized (n, 3, size, size) floats in [0, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
-    h, w = x.shape[2:]
-    s = min(h, w)
-    x = x[:, :, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
-
 def real_frames(size: int, count: int, step: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     """Source (1, 3, S, S): first frame of single_face.mp4; driving (count, 3, S, S): carphone.mp4 every `step`."""
-    from utils.video import open_video
+    from utils.video import open_video, square_frames
 
     source = square_frames(open_video(SOURCE_CLIP).get_frames([0]), size)
     reader = open_video(DRIVING_CLIP)

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.blocks import AntiAliasInterpolation2d, Hourglass, UpBlock2d
-from modules.geometry import (fp32_geometry, from_homogeneous, kp2gaussian, make_coordinate_grid, tps_from_keypoints,
-                              tps_grid_keypoint_mode, to_homogeneous)
+from modules.geometry import (fp32_geometry, from_homogeneous, kp2gaussian, make_coordinate_grid, to_fp32,
+                              to_homogeneous, tps_from_keypoints, tps_grid_keypoint_mode)
 
 
 def dropout_softmax(logits: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ class DenseMotionNetwork(nn.Module):
 
         logits = self.maps(levels[-1])  # B x K+1 x h x w
         with torch.autocast(logits.device.type, enabled=False):  # contribution maps and flow in fp32
-            logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+            logits = to_fp32(logits)
             if dropout_flag:
                 keep = dropout_keep if dropout_keep is not None else dropout_keep_mask(
                     b, self.num_tps + 1, dropout_p, device=logits.device)

@@ -125,20 +125,11 @@ def real_check_frames(size: int, batch: int = 1) -> tuple[torch.Tensor, torch.Te
 
     Centre-cropped and resized with antialiasing, floats in [0, 1].
     """
-    import torch.nn.functional as F
+    from utils.video import open_video, square_frames
 
-    from utils.video import open_video
-
-    def square(frames) -> torch.Tensor:
-        x = torch.from_numpy(frames.copy()).permute(0, 3, 1, 2).float() / 255
-        h, w = x.shape[2:]
-        s = min(h, w)
-        x = x[:, :, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
-    source = square(open_video(SOURCE_CLIP).get_frames([0])).expand(batch, -1, -1, -1).contiguous()
+    source = square_frames(open_video(SOURCE_CLIP).get_frames([0]), size).expand(batch, -1, -1, -1).contiguous()
     reader = open_video(DRIVING_CLIP)
-    driving = square(reader.get_frames([(10 + 7 * i) % reader.num_frames for i in range(batch)]))
+    driving = square_frames(reader.get_frames([(10 + 7 * i) % reader.num_frames for i in range(batch)]), size)
     return source, driving
 
 

@@ -14,14 +14,14 @@ import torch
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def _to_fp32(value):
+def to_fp32(value):
     """bf16/fp16 tensors (also inside a dataclass such as TPSParams or a dict) -> fp32; anything else as is."""
     if isinstance(value, torch.Tensor) and value.dtype in _HALF:
         return value.float()
     if is_dataclass(value) and not isinstance(value, type):
-        return replace(value, **{f.name: _to_fp32(getattr(value, f.name)) for f in fields(value)})
+        return replace(value, **{f.name: to_fp32(getattr(value, f.name)) for f in fields(value)})
     if isinstance(value, dict):  # keypoint dicts ({'value', 'jacobian'})
-        return {k: _to_fp32(v) for k, v in value.items()}
+        return {k: to_fp32(v) for k, v in value.items()}
     return value
 
 
@@ -51,7 +51,7 @@ def fp32_geometry(fn):
     def wrapper(*args, **kwargs):
         device = _device_type(list(args) + list(kwargs.values())) or "cpu"
         with torch.autocast(device_type=device, enabled=False):
-            return fn(*[_to_fp32(a) for a in args], **{k: _to_fp32(v) for k, v in kwargs.items()})
+            return fn(*[to_fp32(a) for a in args], **{k: to_fp32(v) for k, v in kwargs.items()})
     return wrapper
 
 

@@ -19,13 +19,9 @@ TOL = 1e-4
 
 
 def _frames(path: str, indices, size: int = 64) -> torch.Tensor:
-    from utils.video import open_video
+    from utils.video import open_video, square_frames
 
-    x = torch.from_numpy(open_video(path).get_frames(indices)).permute(0, 3, 1, 2).float() / 255
-    h, w = x.shape[2:]
-    s = min(h, w)
-    x = x[:, :, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return square_frames(open_video(path).get_frames(indices), size)
 
 
 @pytest.fixture(scope="module")

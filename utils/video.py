@@ -26,6 +26,18 @@ def is_video_path(path: str) -> bool:
     return path.lower().endswith(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)
 
 
+def square_frames(frames: np.ndarray, size: int):
+    """(n, H, W, 3) uint8 -> centre-cropped square, resized with antialiasing: (n, 3, size, size) floats in [0, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+    h, w = x.shape[2:]
+    s = min(h, w)
+    x = x[:, :, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
 def to_rgb(frame: np.ndarray) -> np.ndarray:
     """Any decoded image -> (H, W, 3) uint8: grayscale to RGB, alpha composited on white."""
     frame = np.asarray(frame)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.blocks import AntiAliasInterpolation2d, Hourglass, batch_norm
-from modules.geometry import make_coordinate_grid
+from modules.geometry import make_coordinate_grid, to_fp32
 
 
 class FOMMKPDetector(nn.Module):
@@ -51,8 +51,8 @@ class FOMMKPDetector(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.down(image) if self.scale_factor != 1 else image
         features = self.predictor(x)  # B x (block_expansion + C) x h x w
-        logits = _fp32(self.kp(features))  # B x K x h' x w' (7x7 conv, no padding by default)
-        jac_map = _fp32(self.jacobian(features)) if self.jacobian is not None else None
+        logits = to_fp32(self.kp(features))  # B x K x h' x w' (7x7 conv, no padding by default)
+        jac_map = to_fp32(self.jacobian(features)) if self.jacobian is not None else None
         b, k, h, w = logits.shape
         # keypoints and Jacobians in fp32 under any autocast: they feed matrix inverses and sampling grids
         with torch.autocast(image.device.type, enabled=False):
@@ -63,7 +63,3 @@ class FOMMKPDetector(nn.Module):
                 jac = (heatmap.unsqueeze(2) * jac_map).view(b, k, 4, h * w).sum(dim=-1)  # B x K x 4
                 out["jacobian"] = jac.view(b, k, 2, 2)  # B x K x 2 x 2, row-major
         return out
-
-
-def _fp32(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
