@@ -26,13 +26,14 @@ import numpy as np
 import torch
 
 from modules.animation import MODES, Animator, make_animation  # noqa: F401  (public API: animate.make_animation)
+from utils.errors import UserError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Networks a checkpoint may lack for animation (loaded only when the mode needs them).
 OPTIONAL_MODELS = ("avd_network", "bg_predictor", "discriminator")
 
 
-class AnimateError(ValueError):
+class AnimateError(UserError):
     """Bad arguments or inputs for an animation (one-line, user-facing message)."""
 
 
@@ -204,7 +205,7 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
     before anything is written; a failure while writing leaves no output file.
     """
     from modules import CheckpointError  # noqa: F401  (documented error type)
-    from utils.config import load_config
+    from modules.family import load_config
     from utils.crop import CROPS, best_frame as find_best, centre_box, crop_resize, full_box, image_box, track_boxes
     from utils.media import WriterGroup, has_audio, open_upright_video, open_writer, output_kind, read_photo
 

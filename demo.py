@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     from modules import build_models, load_checkpoint
     from reconstruction import reconstruction
     from train import train
-    from utils.config import load_config
+    from modules.family import load_config
 
     t0 = time.time()
     config = load_config(CONFIG)

@@ -37,7 +37,9 @@ from torch import nn
 
 from evaluation.videos import dataset_test_videos, resize_frames, to_uint8
 from modules.checkpoint import CheckpointError, load_checkpoint, unwrap
-from utils.config import ConfigError, load_config, save_config
+from modules.family import load_config
+from utils.config import save_config
+from utils.errors import UserError
 from utils.video import MediaError, open_video
 
 OUTPUT_DIR = "reconstruction"
@@ -202,7 +204,7 @@ def reconstruction(config: Mapping[str, Any] | str, models: dict[str, nn.Module]
         videos = videos[:max_videos]
     batch_size = int(batch_size or config["evaluation_params"]["batch_size"])
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
     size = tuple(config["dataset_params"]["frame_shape"][:2])
 
     models = dict(models)  # load_weights drops unused networks from this copy only
@@ -287,7 +289,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             from evaluation.cli import main as evaluate_main
             return evaluate_main(["--log_dir", args.log_dir, "--config", args.config]
                                  + (["--quiet"] if args.quiet else []))
-    except (ConfigError, CheckpointError, MediaError, ValueError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -56,12 +56,9 @@ def main(argv=None) -> int:
     if args.device_ids:
         print("note: --device_ids is ignored; for several GPUs run "
               "`torchrun --nproc_per_node=N run.py --config ...`", file=sys.stderr)
-    from datasets import DatasetError
-    from modules import CheckpointError, build_models
-    from modules.perceptual import PerceptualWeightsError
+    from modules import build_models, load_config
     from utils import dist as du
-    from utils.config import ConfigError, load_config
-    from utils.video import MediaError
+    from utils.errors import UserError
 
     try:
         config = load_config(args.config)
@@ -76,7 +73,7 @@ def main(argv=None) -> int:
             extra += ["--device", args.device] if args.device else []
             return reconstruction_main(["--config", args.config, "--log_dir", args.log_dir] + extra)
         if args.mode == "train_avd" and not args.checkpoint:
-            raise ValueError("--mode train_avd needs --checkpoint (the main run's checkpoint)")
+            raise UserError("--mode train_avd needs --checkpoint (the main run's checkpoint)")
         device = du.init_from_env(None if args.device is None else torch.device(args.device).type)
         log_dir = run_folder(args, args.config)
         models = build_models(config)
@@ -92,7 +89,7 @@ def main(argv=None) -> int:
             print(f"done: {summary['epochs_run']} epoch(s); checkpoint {summary['checkpoint']}")
         du.cleanup()
         return 0
-    except (ConfigError, CheckpointError, DatasetError, MediaError, PerceptualWeightsError, ValueError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -116,7 +116,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from train import make_autocast
-    from utils.config import load_config
+    from modules.family import load_config
 
     config = load_config(args.config)
     tp = config["train_params"]

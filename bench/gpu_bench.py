@@ -100,7 +100,7 @@ def training(args, device) -> list[list]:
     from bench_train import make_family, pairs, step
 
     from train import make_autocast
-    from utils.config import load_config
+    from modules.family import load_config
 
     config = load_config(args.config)
     epoch = int(config["train_params"]["bg_start"])

@@ -20,12 +20,13 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from datasets.augmentation import VideoAugmentation
+from utils.errors import UserError
 from utils.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, open_video
 
 log = logging.getLogger(__name__)
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset that cannot be used (one line, names the folder)."""
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from utils.errors import UserError
 from utils.media import open_upright_video
 from utils.video import VIDEO_EXTENSIONS, MediaError
 
@@ -35,7 +36,7 @@ KINDS = ("face", "person")
 DEFAULT_INCREASE = {"face": 0.4, "person": 0.1}
 
 
-class PrepareError(ValueError):
+class PrepareError(UserError):
     """Bad arguments or no usable input (one-line message)."""
 
 

@@ -1,6 +1,6 @@
 """Evaluation of reconstructions: L1, AKD, MKR and AED (FOMM/TPSMM protocol) with offline detectors.
 
-`evaluation.detectors` holds the detectors, `evaluation.metrics` the metrics,
+`utils.detectors` holds the detectors (shared with the face crop), `evaluation.metrics` the metrics,
 `evaluation.cli` the command line (`python -m evaluation`), `evaluation.compare`
 the table across runs.
 """

@@ -17,9 +17,10 @@ import os
 import sys
 from typing import Any, Mapping, Optional
 
-from evaluation.detectors import BODY_BACKENDS, FACE_BACKENDS, DetectorError
 from evaluation.metrics import KINDS, default_cache_dir, evaluate, format_summary, guess_kind
-from utils.config import ConfigError, load_config
+from modules.family import load_config
+from utils.detectors import BODY_BACKENDS, FACE_BACKENDS
+from utils.errors import UserError
 from utils.video import MediaError
 
 CSV_COLUMNS = ("frames", "l1", "akd", "akd_euclidean", "mkr", "aed", "akd_frames", "frames_no_gt_detection",
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dataset_name = recon.get("dataset_root", ground_truth)
     else:
         if not (args.generated and args.ground_truth):
-            raise ValueError("give --log_dir, or both --generated and --ground_truth")
+            raise UserError("give --log_dir, or both --generated and --ground_truth")
         generated, ground_truth = args.generated, args.ground_truth
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(generated.rstrip("/"))), "metrics.json")
         config_path = args.config
@@ -127,7 +128,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (ConfigError, MediaError, DetectorError, ValueError, KeyError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import numpy as np
 
 from evaluation.videos import batches, list_videos, resize_frames, to_uint8
+from utils.errors import UserError
 from utils.video import MediaError, open_video
 
 KINDS = ("face", "body", "none")
@@ -165,17 +166,17 @@ class Evaluator:
 
     def __init__(self, kind: str = "face", face_backend: str = "dlib", body_backend: str = "mediapipe",
                  embed_backend: str = "dlib", device: str = "cpu"):
-        from evaluation import detectors
+        from utils import detectors
 
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+            raise UserError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         self.kind = kind
         self.keypoints: Optional[KeypointSource] = None
         self.embedder = None
         self.info: dict[str, Any] = {"kind": kind}
         if kind == "face":
             if face_backend not in detectors.FACE_BACKENDS:
-                raise ValueError(f"unknown face backend {face_backend!r} (choose from {', '.join(detectors.FACE_BACKENDS)})")
+                raise UserError(f"unknown face backend {face_backend!r} (choose from {', '.join(detectors.FACE_BACKENDS)})")
             landmarker = detectors.face_landmarker(face_backend, device=device)
             self.keypoints = KeypointSource("face", landmarker)
             self.embedder = detectors.face_embedder(embed_backend)
@@ -185,7 +186,7 @@ class Evaluator:
             self.info["aed_distance"] = f"{self.embedder.distance}, {self.embedder.name} 128-d descriptor"
         elif kind == "body":
             if body_backend not in detectors.BODY_BACKENDS:
-                raise ValueError(f"unknown body backend {body_backend!r} (choose from {', '.join(detectors.BODY_BACKENDS)})")
+                raise UserError(f"unknown body backend {body_backend!r} (choose from {', '.join(detectors.BODY_BACKENDS)})")
             keypointer = detectors.body_keypointer(body_backend)
             self.keypoints = KeypointSource("body", keypointer, detectors.VISIBILITY_THRESHOLD)
             self.info["keypoints"] = {"backend": keypointer.name, "version": keypointer.version, "points": 33,

@@ -9,8 +9,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from utils.errors import UserError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used with the given models (one-line message)."""
 
 

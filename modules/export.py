@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 import warnings
 
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from modules.geometry import export_friendly_solve
+from utils.errors import UserError
 
 FORMATS = ("onnx",)
 OPSET = 17  # GridSample needs >= 16
@@ -36,7 +36,7 @@ SOURCE_CLIP = os.path.join(_CLIPS, "single_face.mp4")
 DRIVING_CLIP = os.path.join(_CLIPS, "carphone.mp4")
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """A user-facing, one-line export problem."""
 
 
@@ -79,7 +79,9 @@ def export_onnx(models: dict[str, nn.Module], out_dir: str, size: int = 256, bat
 
     `size` is the frame size traced (the graphs take that size; batch is dynamic).
     """
-    if "generator" in models:
+    from modules.family import family_of_models
+
+    if family_of_models(models).name != "tpsmm":
         raise ExportError("ONNX export covers the TPSMM family (kp_detector + dense motion + inpainting)")
     os.makedirs(out_dir, exist_ok=True)
     kp = KPDetectorExport(models["kp_detector"]).eval()
@@ -194,19 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.format not in FORMATS:
             raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
-        from modules import CheckpointError, build_models, load_checkpoint
-        from utils.config import load_config
+        from modules import build_models, load_checkpoint, load_config
 
-        try:
-            config = load_config(args.config)
-        except (OSError, ValueError) as exc:
-            raise ExportError(str(exc).splitlines()[0]) from None
+        config = load_config(args.config)
         models = build_models(config)
         if args.checkpoint:
-            try:
-                load_checkpoint(args.checkpoint, models)
-            except (CheckpointError, OSError) as exc:
-                raise ExportError(str(exc).splitlines()[0]) from None
+            load_checkpoint(args.checkpoint, models)
         else:
             from utils.weight_recipe import fill_models
             fill_models(models)
@@ -224,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: max |onnx - torch| = {r['max_abs_diff']:.2e} (torch under 1e-6 input noise: "
                       f"{r['torch_spread']:.2e}), torch {r['torch_s'] * 1e3:.1f} ms, "
                       f"onnxruntime {r['onnx_s'] * 1e3:.1f} ms per frame")
-    except ExportError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

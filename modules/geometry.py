@@ -6,6 +6,8 @@ TPSMM Sec. 3.1 (Eq. 1-2): U(r) = r^2 log r^2, solved per group of 5 keypoints.
 """
 from __future__ import annotations
 
+import contextvars
+
 import functools
 from dataclasses import dataclass, fields, is_dataclass, replace
 
@@ -89,25 +91,25 @@ def solve_8x8(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     Uses `torch.linalg.solve`; the export path swaps this for an unrolled
     Gauss-Jordan elimination (see `gauss_jordan_solve`), which needs no `inverse`.
     """
-    if _EXPORT_SOLVER["on"]:
+    if _EXPORT_SOLVE.get():
         # in float64: elimination without pivoting in fp32 moves the animation output by ~2e-4
         return gauss_jordan_solve(matrix.double(), rhs.double()).to(matrix.dtype)
     return torch.linalg.solve(matrix, rhs)
 
 
-_EXPORT_SOLVER = {"on": False}
+# per thread and context (the web server animates in threads while another may export)
+_EXPORT_SOLVE: contextvars.ContextVar[bool] = contextvars.ContextVar("export_friendly_solve", default=False)
 
 
 class export_friendly_solve:
-    """Context manager: TPS solves use elementary ops only (for ONNX export)."""
+    """Context manager: TPS solves in this thread use elementary ops only (for ONNX export)."""
 
     def __enter__(self):
-        self._prev = _EXPORT_SOLVER["on"]
-        _EXPORT_SOLVER["on"] = True
+        self._token = _EXPORT_SOLVE.set(True)
         return self
 
     def __exit__(self, *exc):
-        _EXPORT_SOLVER["on"] = self._prev
+        _EXPORT_SOLVE.reset(self._token)
         return False
 
 

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torchvision import models
 
+from utils.errors import UserError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
@@ -23,7 +25,7 @@ VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
 
 
-class PerceptualWeightsError(RuntimeError):
+class PerceptualWeightsError(UserError, RuntimeError):
     """The backbone's ImageNet weights are not available (message says where to put them)."""
 
 

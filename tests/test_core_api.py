@@ -8,7 +8,8 @@ import torch
 import yaml
 
 from modules import CheckpointError, build_models, load_checkpoint, save_checkpoint
-from utils.config import ConfigError, load_config
+from utils.config import ConfigError
+from modules.family import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLISHED = ["vox-256", "taichi-256", "ted-384", "mgif-256"]

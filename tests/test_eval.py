@@ -10,7 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from evaluation import detectors
+from utils import detectors
 from evaluation.metrics import Evaluator, MetricAccumulator, evaluate, guess_kind, keypoint_distances
 from evaluation.videos import resize_frames, to_uint8
 from utils.video import open_video

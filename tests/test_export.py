@@ -58,7 +58,7 @@ def test_tps_solve_exports_without_inverse(exported):
 def test_export_restores_the_default_solver(exported):
     from modules import geometry
 
-    assert geometry._EXPORT_SOLVER["on"] is False
+    assert geometry._EXPORT_SOLVE.get() is False
 
 
 def test_cli_exports_and_reports_errors(tmp_path, tiny_config_path, tiny_checkpoint, capsys):

@@ -15,7 +15,8 @@ import torch
 import yaml
 
 from modules import build_models
-from utils.config import ConfigError, load_config
+from utils.config import ConfigError
+from modules.family import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYOUT = os.path.join(ROOT, "tests", "fixtures", "fomm-vox-256-state-dict.txt")

@@ -14,7 +14,7 @@ from torch import nn
 from ddp_harness import batchnorm_eval, ddp_and_single_gradients
 from modules import build_models, load_checkpoint
 from modules.fomm.training import FOMMTraining
-from utils.config import load_config
+from modules.family import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "tests", "fixtures", "fomm_tiny.yaml")

@@ -15,7 +15,7 @@ from modules import build_models, load_checkpoint
 from modules.fomm.losses import FOMMDiscriminatorFull, FOMMGeneratorFull
 from modules.fomm.transform import RandomTransform, fomm_tps_radial
 from modules.perceptual import Vgg19
-from utils.config import load_config
+from modules.family import load_config
 from utils.weight_recipe import fill_module
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")

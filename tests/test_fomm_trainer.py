@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from modules import build_models, load_checkpoint
-from utils.config import load_config
+from modules.family import load_config
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 CONFIG = os.path.join(FIXTURES, "fomm_tiny.yaml")

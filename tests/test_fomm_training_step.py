@@ -9,7 +9,7 @@ from torch import nn
 
 from modules import build_models, load_checkpoint, save_checkpoint
 from modules.fomm.training import FOMMTraining
-from utils.config import load_config
+from modules.family import load_config
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 CONFIG = os.path.join(FIXTURES, "fomm_tiny.yaml")

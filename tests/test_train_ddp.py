@@ -9,7 +9,7 @@ from ddp_harness import batchnorm_eval, ddp_and_single_gradients
 from modules import build_models
 from modules.perceptual import build_perceptual
 from modules.tpsmm_training import TPSMMTraining
-from utils.config import load_config
+from modules.family import load_config
 from utils.weight_recipe import fill_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ from modules import build_models
 from modules.geometry import TPSParams, make_coordinate_grid
 from modules.perceptual import Vgg19
 from modules.tpsmm_training import TPSMMFullModel, dropout_probability
-from utils.config import load_config
+from modules.family import load_config
 from utils.weight_recipe import fill_models, fill_module
 
 CASES = ["no_dropout", "dropout_after_bg_start", "dropout_epoch1"]

@@ -1,177 +1,214 @@
-"""Strict loading of the published YAML config schema, with documented defaults.
+"""Typed, strict configs: every key has a type, a default and (where one applies) a range.
 
-A config is a nested dict. Every key a user writes must exist in the schema below
-(a misspelt key is an error that names the key and the file); every key the user
-leaves out gets the default written here. The published TPSMM configs
-(`config/{vox-256,taichi-256,ted-384,mgif-256}.yaml`) load unchanged.
+A schema is a nested dict whose leaves are `Spec`s. `validate(raw, schema, source)`
+checks a raw YAML dict against it and fills in defaults:
+
+- a key the schema does not have is an error naming the key and the file (with a
+  "did you mean" hint);
+- a wrong type or an out-of-range value is an error naming key, file, the expected
+  type and the value found (`ConfigError`, one line);
+- a number YAML reads as a string is read as the number the user meant (YAML 1.1
+  reads `2e-4` without a dot as the string "2e-4"; a quoted "10" for an integer key
+  is 10);
+- a key written with no value (`key:` or `key: null`) takes its default, unless the
+  spec is nullable, where null is the value.
+
+Keys marked `compat=True` are accepted because the published configs carry them, and
+never read (`compat_keys(schema)` lists them). The model families' schemas live
+with the families (`modules/tpsmm`, `modules/fomm`); the sections every family
+shares (data, trainer, evaluation) are here.
 """
 from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import yaml
 
+from utils.errors import UserError
+from utils.io import write_text
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A config file that does not match the schema (one line, names key and file)."""
 
 
-# A leaf whose value is a dict of free-form keys (no validation of the inner keys).
-class FreeDict(dict):
-    pass
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+          "list": "a list", "dict": "a mapping"}
 
 
-TPSMM_SCHEMA: dict[str, Any] = {
-    "dataset_params": {
-        "root_dir": None,            # folder with train/ and test/ (required for training)
-        "frame_shape": None,         # [H, W, C]; null means [256, 256, 3]
-        "id_sampling": False,        # sample training videos by the id before '#'
-        "pairs_list": None,          # csv of (source, driving) pairs for the published animate protocol
-        "augmentation_params": {
-            "flip_param": {"horizontal_flip": False, "time_flip": False},
-            "jitter_param": {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0},
-            "crop_param": {"size": None},        # random crop to [H, W] before resizing back
-            "resize_param": {"ratio": None},     # random zoom factor range [lo, hi]
-            "rotation_param": {"degrees": 0.0},  # random rotation (degrees); 0 disables
-        },
-    },
-    "model_params": {
-        "common_params": {"num_tps": 10, "num_channels": 3, "bg": False, "multi_mask": True},
-        "generator_params": {"block_expansion": 64, "max_features": 512, "num_down_blocks": 3},
-        "dense_motion_params": {
-            "block_expansion": 64, "max_features": 1024, "num_blocks": 5, "scale_factor": 0.25,
-        },
-        "avd_network_params": {"id_bottle_size": 128, "pose_bottle_size": 128},
-    },
-    "train_params": {
-        "num_epochs": 100,
-        "num_repeats": 1,
-        "epoch_milestones": [],
-        "lr_generator": 2.0e-4,
-        "batch_size": 1,
-        "scales": [1, 0.5, 0.25, 0.125],
-        "dataloader_workers": 0,
-        "checkpoint_freq": 50,
-        "dropout_epoch": 0,
-        "dropout_maxp": 0.3,
-        "dropout_startp": 0.1,
-        "dropout_inc_epoch": 10,
-        "bg_start": 0,
-        "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
-        "loss_weights": {
-            "perceptual": [10, 10, 10, 10, 10],
-            "equivariance_value": 10,
-            "warp_loss": 10,
-            "bg": 10,
-        },
-        # --- our additions (not in the published configs) ---
-        "perceptual_backbone": "vgg19",   # vgg19 | mobilenet_v2 | random_vgg19
-        "perceptual_weights": None,       # local file for the backbone's ImageNet weights
-        "seed": 0,
-        "grad_clip": 10.0,                # infinity-norm clipping for kp, dense motion and bg
-        "precision": "fp32",              # fp32 | bf16 | fp16 (autocast on GPU)
-        "sync_bn": False,                 # SyncBatchNorm under DDP
-        "channels_last": False,
-        "log_freq": 10,                   # iterations between scalar logs
-        "image_freq": 1,                  # epochs between TensorBoard image grids
-        "max_steps_per_epoch": None,      # cap iterations per epoch (demo / smoke runs)
-    },
-    "train_avd_params": {
-        "num_epochs": 200,
-        "num_repeats": 300,
-        "batch_size": 256,
-        "dataloader_workers": 0,
-        "checkpoint_freq": 50,
-        "epoch_milestones": [],
-        "lr": 1.0e-3,
-        "lambda_shift": 1,
-        "lambda_affine": 1,
-        "random_scale": 0.25,
-        "max_steps_per_epoch": None,
-    },
-    "visualizer_params": {"kp_size": 5, "draw_border": True, "colormap": "gist_rainbow"},
-    "evaluation_params": {
-        "face_backend": "dlib",           # face-alignment | dlib | mediapipe
-        "body_backend": "mediapipe",
-        "kind": "auto",                   # face | body | auto (from the dataset name)
-        "batch_size": 16,
-    },
-}
+@dataclass(frozen=True)
+class Spec:
+    """One config value: kind ('int' | 'float' | 'bool' | 'str' | 'list' | 'dict'), default, constraints."""
 
-# Other model families register their schema here (see `register_schema`).
-_SCHEMAS: dict[str, dict[str, Any]] = {"tpsmm": TPSMM_SCHEMA}
-_DETECTORS: list[tuple[str, Any]] = []
+    kind: str
+    default: Any = None
+    low: float | None = None           # inclusive lower bound (numbers; list items via `item`)
+    high: float | None = None          # inclusive upper bound
+    above: float | None = None         # exclusive lower bound
+    choices: tuple | None = None       # allowed values (str)
+    nullable: bool = False             # null is a value (not "use the default")
+    item: "Spec | None" = None         # list items
+    length: int | None = None          # exact list length
+    compat: bool = False               # accepted for the published configs, never read
+    doc: str = field(default="", compare=False)
 
+    def expected(self) -> str:
+        text = _KINDS[self.kind]
+        if self.kind == "list" and self.item is not None:
+            text = f"a list of {self.length or ''} {_KINDS[self.item.kind].split(' ', 1)[-1]}s".replace("  ", " ")
+        if self.choices:
+            text = "one of " + ", ".join(map(str, self.choices))
+        return text + (" or null" if self.nullable else "")
 
-def register_schema(family: str, schema: dict[str, Any], detect) -> None:
-    """Add a model family: `detect(raw_config) -> bool` picks it for a raw YAML dict."""
-    _SCHEMAS[family] = schema
-    _DETECTORS.append((family, detect))
-
-
-def model_family(raw: Mapping[str, Any]) -> str:
-    """Which schema a raw config belongs to ('tpsmm' unless a registered family claims it)."""
-    mp = raw.get("model_params") if isinstance(raw, Mapping) else None
-    if isinstance(mp, Mapping) and "kp_detector_params" in mp and "fomm" not in _SCHEMAS:
-        import modules.fomm  # noqa: F401  (registers the FOMM schema; lazy to avoid an import cycle)
-    for family, detect in _DETECTORS:
-        if detect(raw):
-            return family
-    return "tpsmm"
-
-
-def _merge(schema: Any, value: Any, path: str, source: str) -> Any:
-    if isinstance(schema, FreeDict):
+    def check(self, value: Any, key: str, source: str) -> Any:
+        """The value as the program reads it, or a `ConfigError` naming key and file."""
         if value is None:
-            return copy.deepcopy(dict(schema))
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{source}: '{path}' must be a mapping, got {type(value).__name__}")
-        return {**copy.deepcopy(dict(schema)), **value}
-    if isinstance(schema, dict):
-        if value is None:
-            value = {}
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{source}: '{path}' must be a mapping, got {type(value).__name__}")
-        out = {}
-        for key in value:
-            if key not in schema:
-                where = f"{path}.{key}" if path else str(key)
-                hint = difflib.get_close_matches(str(key), [str(k) for k in schema], n=1)
-                tip = f" (did you mean '{hint[0]}'?)" if hint else ""
-                raise ConfigError(f"{source}: unknown config key '{where}'{tip}")
-        for key, default in schema.items():
-            sub = f"{path}.{key}" if path else key
-            out[key] = _merge(default, value.get(key), sub, source) if (
-                isinstance(default, dict) or key in value) else copy.deepcopy(default)
-        return out
-    return copy.deepcopy(schema) if value is None and schema is not None else value
+            if self.nullable:
+                return None
+            return copy.deepcopy(self.default)
+        converted = _convert(self, value)
+        if converted is _BAD:
+            raise ConfigError(f"{source}: '{key}' must be {self.expected()}, got {value!r}")
+        if self.kind == "list" and self.item is not None:
+            converted = [self.item.check(v, f"{key}[{i}]", source) for i, v in enumerate(converted)]
+            if self.length is not None and len(converted) != self.length:
+                raise ConfigError(f"{source}: '{key}' must have {self.length} items, got {value!r}")
+        _check_range(self, converted, key, source)
+        return converted
 
 
-def resolve_config(raw: Mapping[str, Any] | None, source: str = "<dict>") -> dict[str, Any]:
-    """Validate a raw config dict against its family's schema and fill in defaults."""
-    raw = dict(raw or {})
-    family = model_family(raw)
-    config = _merge(_SCHEMAS[family], raw, "", source)
-    config["model_family"] = family
-    shape = config["dataset_params"].get("frame_shape")
-    if shape is None:
-        config["dataset_params"]["frame_shape"] = [256, 256, 3]
-    elif (not isinstance(shape, (list, tuple)) or len(shape) != 3
-          or not all(isinstance(s, int) and s > 0 for s in shape)):
-        raise ConfigError(f"{source}: 'dataset_params.frame_shape' must be [H, W, C], got {shape!r}")
-    return config
+_BAD = object()
 
 
-def load_config(config: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
-    """Load a YAML path (yaml.safe_load) or take a dict; return the resolved, strict config."""
-    if isinstance(config, Mapping):
-        raw = dict(config)
-        raw.pop("model_family", None)
-        return resolve_config(raw, "<dict>")
-    path = os.fspath(config)
+def _number(text: str) -> float | None:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return None
+    return number
+
+
+def _convert(spec: Spec, value: Any) -> Any:
+    if spec.kind == "bool":
+        return value if isinstance(value, bool) else _BAD
+    if spec.kind == "str":
+        return value if isinstance(value, str) else _BAD
+    if spec.kind == "list":
+        return list(value) if isinstance(value, (list, tuple)) else _BAD
+    if spec.kind == "dict":
+        return dict(value) if isinstance(value, Mapping) else _BAD
+    if isinstance(value, bool):
+        return _BAD
+    if isinstance(value, str):
+        number = _number(value)
+        if number is None:
+            return _BAD
+        value = number
+    if not isinstance(value, (int, float)):
+        return _BAD
+    if spec.kind == "int":
+        if isinstance(value, float):
+            if not value.is_integer():
+                return _BAD
+            value = int(value)
+        return value
+    if not math.isfinite(value):
+        return _BAD
+    return value
+
+
+def _check_range(spec: Spec, value: Any, key: str, source: str) -> None:
+    if spec.choices is not None and value not in spec.choices:
+        hint = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
+        tip = f" (did you mean '{hint[0]}'?)" if hint else ""
+        raise ConfigError(f"{source}: '{key}' must be one of {', '.join(map(str, spec.choices))}, got {value!r}{tip}")
+    if spec.kind not in ("int", "float"):
+        return
+    if spec.low is not None and value < spec.low:
+        raise ConfigError(f"{source}: '{key}' must be >= {spec.low}, got {value!r}")
+    if spec.high is not None and value > spec.high:
+        raise ConfigError(f"{source}: '{key}' must be <= {spec.high}, got {value!r}")
+    if spec.above is not None and value <= spec.above:
+        raise ConfigError(f"{source}: '{key}' must be > {spec.above}, got {value!r}")
+
+
+# -- spec constructors (schemas read like the YAML they check)
+
+def Int(default: int | None, low: int | None = None, high: int | None = None, nullable: bool = False,
+        compat: bool = False, doc: str = "") -> Spec:
+    return Spec("int", default, low=low, high=high, nullable=nullable, compat=compat, doc=doc)
+
+
+def Float(default: float | None, low: float | None = None, high: float | None = None, above: float | None = None,
+          nullable: bool = False, compat: bool = False, doc: str = "") -> Spec:
+    return Spec("float", default, low=low, high=high, above=above, nullable=nullable, compat=compat, doc=doc)
+
+
+def Bool(default: bool, compat: bool = False, doc: str = "") -> Spec:
+    return Spec("bool", default, compat=compat, doc=doc)
+
+
+def Str(default: str | None, choices: tuple | None = None, nullable: bool = False, compat: bool = False,
+        doc: str = "") -> Spec:
+    return Spec("str", default, choices=choices, nullable=nullable, compat=compat, doc=doc)
+
+
+def List(item: Spec, default: list | None, length: int | None = None, nullable: bool = False,
+         compat: bool = False, doc: str = "") -> Spec:
+    return Spec("list", default, item=item, length=length, nullable=nullable, compat=compat, doc=doc)
+
+
+def Mapping_(default: dict | None = None, compat: bool = False, doc: str = "") -> Spec:
+    """A mapping of free-form keys (not validated inside)."""
+    return Spec("dict", default or {}, compat=compat, doc=doc)
+
+
+# -- validation
+
+def validate(raw: Mapping[str, Any] | None, schema: Mapping[str, Any], source: str = "<dict>",
+             path: str = "") -> dict[str, Any]:
+    """Check `raw` against `schema` and fill in defaults (see the module docstring)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: '{path or '<top level>'}' must be a mapping, got {type(raw).__name__}")
+    for key in raw:
+        if key not in schema:
+            where = f"{path}.{key}" if path else str(key)
+            hint = difflib.get_close_matches(str(key), [str(k) for k in schema], n=1)
+            tip = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(f"{source}: unknown config key '{where}'{tip}")
+    out: dict[str, Any] = {}
+    for key, spec in schema.items():
+        sub = f"{path}.{key}" if path else key
+        if isinstance(spec, Spec):
+            out[key] = spec.check(raw.get(key), sub, source)
+        else:
+            out[key] = validate(raw.get(key), spec, source, sub)
+    return out
+
+
+def compat_keys(schema: Mapping[str, Any], path: str = "") -> list[str]:
+    """Dotted names of the keys accepted only for compatibility with the published configs."""
+    out = []
+    for key, spec in schema.items():
+        sub = f"{path}.{key}" if path else key
+        if isinstance(spec, Spec):
+            if spec.compat:
+                out.append(sub)
+        else:
+            out += compat_keys(spec, sub)
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """`yaml.safe_load` of a config file, with one-line errors (missing, not YAML, not a mapping)."""
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     with open(path, "r", encoding="utf-8") as handle:
@@ -181,13 +218,71 @@ def load_config(config: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]
             raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if raw is not None and not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: top level must be a mapping")
-    return resolve_config(raw, path)
+    return dict(raw or {})
 
 
 def save_config(config: Mapping[str, Any], path: str | os.PathLike) -> None:
-    """Write the resolved config (what a run actually used) next to its outputs."""
-    data = {k: v for k, v in config.items() if k != "model_family"}
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        yaml.safe_dump(data, handle, sort_keys=False)
-    os.replace(tmp, path)
+    """Write the resolved config (what a run actually used) next to its outputs, atomically."""
+    write_text(path, yaml.safe_dump(dict(config), sort_keys=False))
+
+
+# -- the sections every model family shares
+
+POSITIVE = dict(low=1)
+_AUGMENTATION = {
+    "flip_param": {"horizontal_flip": Bool(False), "time_flip": Bool(False)},
+    "jitter_param": {k: Float(0.0, low=0.0) for k in ("brightness", "contrast", "saturation", "hue")},
+    "crop_param": {"size": List(Int(None, low=1), None, length=2, nullable=True,
+                                doc="random crop to [H, W] before resizing back")},
+    "resize_param": {"ratio": List(Float(None, above=0.0), None, length=2, nullable=True,
+                                   doc="random zoom factor range [lo, hi]")},
+    "rotation_param": {"degrees": Float(0.0, low=0.0, high=180.0, doc="random rotation; 0 disables")},
+}
+
+DATASET_PARAMS: dict[str, Any] = {
+    "root_dir": Str(None, nullable=True, doc="folder with train/ and test/ (required for training)"),
+    "frame_shape": List(Int(None, low=1), None, length=3, nullable=True, doc="[H, W, C]; null: [256, 256, 3]"),
+    "id_sampling": Bool(False, doc="sample training videos by the id before '#'"),
+    "pairs_list": Str(None, nullable=True, compat=True,
+                      doc="csv of (source, driving) pairs of the reference's animate protocol"),
+    "augmentation_params": _AUGMENTATION,
+}
+
+# the trainer's own keys, shared by every family (not in the published configs)
+TRAINER_PARAMS: dict[str, Any] = {
+    "perceptual_backbone": Str("vgg19", choices=("vgg19", "mobilenet_v2", "random_vgg19")),
+    "perceptual_weights": Str(None, nullable=True, doc="local file with the backbone's ImageNet weights"),
+    "seed": Int(0, low=0),
+    "precision": Str("fp32", choices=("fp32", "bf16", "fp16"), doc="autocast dtype of the training step"),
+    "sync_bn": Bool(False, doc="SyncBatchNorm under DDP"),
+    "channels_last": Bool(False),
+    "log_freq": Int(10, **POSITIVE, doc="iterations between scalar logs"),
+    "image_freq": Int(1, **POSITIVE, doc="epochs between TensorBoard image grids"),
+    "max_steps_per_epoch": Int(None, **POSITIVE, nullable=True, doc="cap iterations per epoch (demo / smoke runs)"),
+    "dataloader_workers": Int(0, low=0),
+}
+
+VISUALIZER_PARAMS: dict[str, Any] = {
+    "kp_size": Int(5, low=0, compat=True),
+    "draw_border": Bool(True, compat=True),
+    "colormap": Str("gist_rainbow", compat=True),
+}
+
+EVALUATION_PARAMS: dict[str, Any] = {
+    "face_backend": Str("dlib", choices=("face-alignment", "dlib", "mediapipe")),
+    "body_backend": Str("mediapipe", choices=("mediapipe",)),
+    "kind": Str("auto", choices=("face", "body", "auto"), doc="auto: from the dataset name"),
+    "batch_size": Int(16, **POSITIVE),
+}
+
+
+def shared_sections() -> dict[str, Any]:
+    """Fresh copies of the shared sections, for a family's schema."""
+    return {"dataset_params": copy.deepcopy(DATASET_PARAMS), "visualizer_params": copy.deepcopy(VISUALIZER_PARAMS),
+            "evaluation_params": copy.deepcopy(EVALUATION_PARAMS)}
+
+
+def frame_shape(config: Mapping[str, Any]) -> list[int]:
+    """The config's [H, W, C] (null in the file means [256, 256, 3])."""
+    shape = config["dataset_params"]["frame_shape"]
+    return list(shape) if shape is not None else [256, 256, 3]

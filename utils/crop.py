@@ -3,7 +3,7 @@
 Boxes are (x0, y0, x1, y1) float pixels of the original frame. A video's auto-crop box
 is detected every few frames, interpolated over the gaps, and smoothed over time
 (centre and size separately), so the crop follows the face/person without jitter.
-Detection uses the offline detectors of `evaluation.detectors` (MediaPipe, dlib).
+Detection uses the offline detectors of `utils.detectors` (MediaPipe, dlib).
 The best-frame search follows the reference demo (`find_best_frame`): landmarks
 normalised by their mean and the square root of their convex hull's area.
 """
@@ -15,13 +15,15 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from utils.errors import UserError
+
 CROPS = ("centre", "none", "face", "person")
 # Side of the square crop as a multiple of the detected box's longer side.
 FACE_SCALE = 1.9      # a face box (brows to chin) grown to head and shoulders, like VoxCeleb frames
 PERSON_SCALE = 1.15   # a person box (already padded by the detector) with a little room
 
 
-class CropError(ValueError):
+class CropError(UserError):
     """A crop that cannot be made (e.g. no face in the source image); one-line message."""
 
 
@@ -92,7 +94,7 @@ def detect_scaled(frame: np.ndarray, detect: Callable[[np.ndarray], list], max_s
 
 def detector(kind: str) -> Callable[[np.ndarray], list]:
     """`frame -> list of boxes, largest first` for 'face' (MediaPipe, dlib as second chance) or 'person'."""
-    from evaluation import detectors
+    from utils import detectors
 
     if kind == "face":
         def faces(frame: np.ndarray) -> list:
@@ -200,7 +202,7 @@ def normalize_landmarks(points: np.ndarray) -> np.ndarray:
 
 def landmark_backend() -> str:
     """face-alignment (the papers' FAN) when its weights are in torch hub's cache, else dlib."""
-    from evaluation import detectors
+    from utils import detectors
 
     folder = detectors.fan_weights_folder()
     if all(os.path.isfile(os.path.join(folder, f)) for f in detectors.FAN_WEIGHTS):
@@ -214,7 +216,7 @@ def best_frame(source: np.ndarray, frames: Iterator[np.ndarray], backend: str | 
     `source` and `frames` are crops already fitted to the model (uint8 RGB); they are
     compared at 256 px at least so that small models still get landmarks.
     """
-    from evaluation.detectors import face_landmarker
+    from utils.detectors import face_landmarker
 
     landmarker = face_landmarker(backend or landmark_backend())
 

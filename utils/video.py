@@ -11,11 +11,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from utils.errors import UserError
+
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v", ".gif")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class MediaError(ValueError):
+class MediaError(UserError):
     """A missing, unreadable or empty image/video (one-line, user-facing)."""
 
 

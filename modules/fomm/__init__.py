@@ -1,7 +1,7 @@
 """First Order Motion Model (Siarohin et al., NeurIPS 2019) as a model family of the framework.
 
 A config is FOMM when its `model_params` has `kp_detector_params` (the published FOMM
-schema); `utils.config.load_config` then validates it against `FOMM_SCHEMA` and
+schema); `modules.load_config` then validates it against `FOMM_SCHEMA` and
 `modules.build_models` returns {'kp_detector', 'generator', 'discriminator'} with the
 published checkpoint names (`vox-cpk.pth.tar` and friends load unchanged).
 
@@ -14,105 +14,88 @@ Bilinear resizes keep `align_corners=False` either way (that default never chang
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Mapping
 
 from torch import nn
 
-from modules.factory import register_family
-from utils.config import TPSMM_SCHEMA, register_schema
+from modules.family import Family, register_family
+from modules.tpsmm.config import trainer_loop_params
+from utils.config import TRAINER_PARAMS, Bool, Float, Int, List, Str, shared_sections
 
-# train_params keys of the TPSMM schema that mean nothing for FOMM (TPS dropout, background predictor, its losses).
-_TPSMM_ONLY_TRAIN_KEYS = {"dropout_epoch", "dropout_maxp", "dropout_startp", "dropout_inc_epoch", "bg_start"}
-
-
-def _framework_train_params() -> dict[str, Any]:
-    """The trainer's own keys (seed, precision, logging, ...) shared with TPSMM."""
-    return {k: copy.deepcopy(v) for k, v in TPSMM_SCHEMA["train_params"].items() if k not in _TPSMM_ONLY_TRAIN_KEYS}
-
+N = dict(low=1)
+W = dict(low=0.0)
 
 # Defaults are the reference code's constructor defaults wherever a published config
 # leaves a key out (e.g. taichi/fashion omit `sn`, only mgif sets `single_jacobian_map`).
 FOMM_SCHEMA: dict[str, Any] = {
-    "dataset_params": copy.deepcopy(TPSMM_SCHEMA["dataset_params"]),
+    **shared_sections(),
     "model_params": {
         "common_params": {
-            "num_kp": 10,
-            "num_channels": 3,
-            "estimate_jacobian": False,
+            "num_kp": Int(10, **N),
+            "num_channels": Int(3, **N),
+            "estimate_jacobian": Bool(False),
             # --- our addition: grid_sample convention (see the module docstring) ---
-            "align_corners": False,
+            "align_corners": Bool(False),
         },
         "kp_detector_params": {
-            "temperature": 0.1,
-            "block_expansion": 32,
-            "max_features": 1024,
-            "scale_factor": 1,
-            "num_blocks": 5,
-            "single_jacobian_map": False,
-            "pad": 0,
+            "temperature": Float(0.1, above=0.0),
+            "block_expansion": Int(32, **N),
+            "max_features": Int(1024, **N),
+            "scale_factor": Float(1, above=0.0, high=1.0),
+            "num_blocks": Int(5, **N),
+            "single_jacobian_map": Bool(False),
+            "pad": Int(0, low=0),
         },
         "generator_params": {
-            "block_expansion": 64,
-            "max_features": 512,
-            "num_down_blocks": 2,
-            "num_bottleneck_blocks": 6,
-            "estimate_occlusion_map": False,
+            "block_expansion": Int(64, **N),
+            "max_features": Int(512, **N),
+            "num_down_blocks": Int(2, **N),
+            "num_bottleneck_blocks": Int(6, low=0),
+            "estimate_occlusion_map": Bool(False),
             "dense_motion_params": {
-                "block_expansion": 64,
-                "max_features": 1024,
-                "num_blocks": 5,
-                "scale_factor": 1,
-                "kp_variance": 0.01,
+                "block_expansion": Int(64, **N),
+                "max_features": Int(1024, **N),
+                "num_blocks": Int(5, **N),
+                "scale_factor": Float(1, above=0.0, high=1.0),
+                "kp_variance": Float(0.01, above=0.0),
             },
         },
         "discriminator_params": {
-            "scales": [1],
-            "block_expansion": 32,
-            "max_features": 512,
-            "num_blocks": 4,
-            "sn": False,
-            "use_kp": False,
-            "kp_variance": 0.01,
+            "scales": List(Float(None, above=0.0, high=1.0), [1]),
+            "block_expansion": Int(32, **N),
+            "max_features": Int(512, **N),
+            "num_blocks": Int(4, **N),
+            "sn": Bool(False),
+            "use_kp": Bool(False),
+            "kp_variance": Float(0.01, above=0.0),
         },
     },
     "train_params": {
-        "num_epochs": 100,
-        "num_repeats": 1,
-        "epoch_milestones": [],
-        "lr_generator": 2.0e-4,
-        "lr_discriminator": 2.0e-4,
-        "lr_kp_detector": 2.0e-4,
-        "batch_size": 1,
-        "scales": [1, 0.5, 0.25, 0.125],
-        "checkpoint_freq": 50,
-        "transform_params": {"sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5},
+        **trainer_loop_params(),
+        "lr_generator": Float(2.0e-4, low=0.0),
+        "lr_discriminator": Float(2.0e-4, low=0.0),
+        "lr_kp_detector": Float(2.0e-4, low=0.0),
         "loss_weights": {
-            "generator_gan": 0,
-            "discriminator_gan": 1,
-            "feature_matching": [10, 10, 10, 10],
-            "perceptual": [10, 10, 10, 10, 10],
-            "equivariance_value": 10,
-            "equivariance_jacobian": 10,
+            "generator_gan": Float(0, **W),
+            "discriminator_gan": Float(1, **W),
+            "feature_matching": List(Float(None, **W), [10, 10, 10, 10]),
+            "perceptual": List(Float(None, **W), [10, 10, 10, 10, 10]),
+            "equivariance_value": Float(10, **W),
+            "equivariance_jacobian": Float(10, **W),
         },
+        # --- our additions ---
+        **TRAINER_PARAMS,
         # the reference FOMM trainer clips nothing
-        "grad_clip": None,
+        "grad_clip": Float(None, above=0.0, nullable=True, doc="infinity-norm clipping; null: off"),
     },
-    "reconstruction_params": {"num_videos": 1000, "format": ".mp4"},
+    "reconstruction_params": {"num_videos": Int(1000, **N), "format": Str(".mp4")},
     "animate_params": {
-        "num_pairs": 50,
-        "format": ".mp4",
-        "normalization_params": {"adapt_movement_scale": False, "use_relative_movement": False,
-                                 "use_relative_jacobian": False},
+        "num_pairs": Int(50, **N),
+        "format": Str(".mp4"),
+        "normalization_params": {"adapt_movement_scale": Bool(False), "use_relative_movement": Bool(False),
+                                 "use_relative_jacobian": Bool(False)},
     },
-    "visualizer_params": copy.deepcopy(TPSMM_SCHEMA["visualizer_params"]),
-    "evaluation_params": copy.deepcopy(TPSMM_SCHEMA["evaluation_params"]),
 }
-
-
-# the trainer's own keys (seed, precision, logging, ...) that FOMM does not redefine
-for _key, _value in _framework_train_params().items():
-    FOMM_SCHEMA["train_params"].setdefault(_key, _value)
 
 
 def detect(raw: Mapping[str, Any]) -> bool:
@@ -150,8 +133,30 @@ def build_fomm(config: dict) -> dict[str, nn.Module]:
     }
 
 
-register_schema("fomm", FOMM_SCHEMA, detect)
-register_family("fomm", build_fomm)
+def size_multiple(config: dict) -> int:
+    """FOMM's generator and keypoint hourglass take any size their pooling divides: 2**num_blocks at their scale."""
+    mp = config["model_params"]
+    kp, dense = mp["kp_detector_params"], mp["generator_params"]["dense_motion_params"]
+    from fractions import Fraction
+    from math import lcm
+
+    sides = [Fraction(2 ** int(p["num_blocks"])) / Fraction(str(p["scale_factor"])) for p in (kp, dense)]
+    return lcm(*(s.numerator for s in sides), 2 ** int(mp["generator_params"]["num_down_blocks"]))
+
+
+FAMILY = register_family(Family(
+    name="fomm",
+    schema=FOMM_SCHEMA,
+    build=build_fomm,
+    training="modules.fomm.training:FOMMTraining",
+    animator="modules.fomm.animation:FOMMAnimator",
+    networks=("kp_detector", "generator"),
+    optional=("discriminator",),
+    size_multiple=size_multiple,
+    precisions=("fp32",),
+    modes=("relative", "standard"),
+    detect=detect,
+))
 
 
 def make_fomm_animation(*args, **kwargs):
@@ -160,4 +165,4 @@ def make_fomm_animation(*args, **kwargs):
     return _impl(*args, **kwargs)
 
 
-__all__ = ["FOMM_SCHEMA", "build_fomm", "detect", "make_fomm_animation"]
+__all__ = ["FAMILY", "FOMM_SCHEMA", "build_fomm", "detect", "make_fomm_animation", "size_multiple"]

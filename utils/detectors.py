@@ -28,6 +28,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from utils.errors import UserError
+
 FACE_BACKENDS = ("dlib", "mediapipe", "face-alignment")
 BODY_BACKENDS = ("mediapipe",)
 EMBED_BACKENDS = ("dlib",)
@@ -55,7 +57,7 @@ VISIBILITY_THRESHOLD = 0.5
 Box = tuple[int, int, int, int]
 
 
-class DetectorError(RuntimeError):
+class DetectorError(UserError, RuntimeError):
     """A detector that cannot be loaded (missing package or weights); one-line message."""
 
 

@@ -1,0 +1,66 @@
+"""Atomic file writes: a temporary file in the target's folder, renamed over the target when complete.
+
+A crash (or kill -9) never leaves a half-written target; it may leave a temporary
+named `<target>.tmp.<pid>`, which `stale_temporaries` recognises by its owner's pid.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+from typing import IO, Iterator
+
+
+def temporary_path(path: str | os.PathLike) -> str:
+    """The temporary name of `path` for this process: `<path>.tmp.<pid>`."""
+    return f"{os.fspath(path)}.tmp.{os.getpid()}"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """`with atomic_write(p) as f: f.write(...)`: `p` appears only when the block completes.
+
+    The data is flushed and fsynced before the rename; on any error the temporary is removed.
+    """
+    path = os.fspath(path)
+    tmp = temporary_path(path)
+    kwargs = {"encoding": encoding, "newline": ""} if "b" not in mode else {}
+    try:
+        with open(tmp, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    with atomic_write(path) as handle:
+        handle.write(text)
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_temporaries(path: str | os.PathLike) -> list[str]:
+    """Temporaries `<path>.tmp.<pid>` of `path` whose process is gone (safe to remove)."""
+    out = []
+    for tmp in glob.glob(glob.escape(os.fspath(path)) + ".tmp.*"):
+        suffix = tmp.rsplit(".", 1)[-1]
+        if suffix.isdigit() and int(suffix) != os.getpid() and not pid_alive(int(suffix)):
+            out.append(tmp)
+    return sorted(out)
