@@ -21,6 +21,7 @@ from evaluation.metrics import KINDS, default_cache_dir, evaluate, format_summar
 from modules.family import load_config
 from utils.detectors import BODY_BACKENDS, FACE_BACKENDS
 from utils.errors import UserError
+from utils.io import write_text
 from utils.video import MediaError
 
 CSV_COLUMNS = ("frames", "l1", "akd", "akd_euclidean", "mkr", "aed", "akd_frames", "frames_no_gt_detection",
@@ -29,10 +30,7 @@ CSV_COLUMNS = ("frames", "l1", "akd", "akd_euclidean", "mkr", "aed", "akd_frames
 
 def _atomic_write(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def write_results(result: Mapping[str, Any], json_path: str) -> str:

@@ -121,10 +121,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     table = markdown_table(rows)
     sys.stdout.write(table)
     if args.out:
-        tmp = f"{args.out}.tmp.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(table)
-        os.replace(tmp, args.out)
+        from utils.io import write_text
+
+        write_text(args.out, table)
     return 0
 
 

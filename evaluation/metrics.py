@@ -30,6 +30,7 @@ import numpy as np
 
 from evaluation.videos import batches, list_videos, resize_frames, to_uint8
 from utils.errors import UserError
+from utils.io import atomic_write
 from utils.video import MediaError, open_video
 
 KINDS = ("face", "body", "none")
@@ -326,10 +327,8 @@ class GroundTruthCache:
                                            for it in items])  # n x 128
             arrays["identity_found"] = found
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = f"{self.path}.tmp.{os.getpid()}"
-        with open(tmp, "wb") as handle:
+        with atomic_write(self.path, "wb") as handle:
             np.savez(handle, **arrays)
-        os.replace(tmp, self.path)
 
 
 def default_cache_dir() -> str:

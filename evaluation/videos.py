@@ -79,7 +79,3 @@ def batches(frames: Iterable[np.ndarray], batch_size: int) -> Iterator[np.ndarra
     if batch:
         yield np.stack(batch)
 
-
-def frame_batches(path: str, batch_size: int) -> Iterator[np.ndarray]:
-    """Stream a video (any kind `utils.video.open_video` reads) in batches of frames."""
-    return batches(iter(open_video(path)), batch_size)

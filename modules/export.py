@@ -27,6 +27,7 @@ from torch import nn
 
 from modules.geometry import export_friendly_solve
 from utils.errors import UserError
+from utils.io import temporary_path
 
 FORMATS = ("onnx",)
 OPSET = 17  # GridSample needs >= 16
@@ -65,7 +66,7 @@ class GeneratorExport(nn.Module):
 
 
 def _onnx_export(module: nn.Module, args: tuple, path: str, input_names: list[str], output_names: list[str]) -> None:
-    tmp = path + ".tmp"
+    tmp = temporary_path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, tmp, input_names=input_names, output_names=output_names,
