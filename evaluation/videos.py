@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, open_video
+from utils.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError
 
 
 def video_name(path: str) -> str:
