@@ -1,15 +1,26 @@
-"""Checkpoints in the published layout: {name: state_dict, ..., 'epoch': int}, written atomically."""
+"""Checkpoints in the published layout: {name: state_dict, ..., 'epoch': int}, written atomically.
+
+Reading never runs code from the file (`torch.load(weights_only=True)`). A trusted legacy
+file that holds pickled Python objects is converted once, with explicit consent, to a
+tensors-only copy:
+
+    python -m modules.checkpoint --convert OLD.pth.tar --out NEW.pth.tar --trust-this-file
+"""
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
+import re
+import sys
 import zipfile
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from utils.errors import UserError
+from utils.errors import UserError, one_line
+from utils.io import stale_temporaries
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -34,12 +45,25 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch checkpoint ({first[:200]})") from None
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):
+            raise CheckpointError(_pickled_code_message(path, str(err))) from None
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch checkpoint "
+                              f"({one_line(err, 200) or type(err).__name__})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch checkpoint "
+                              f"({one_line(err, 200) or type(err).__name__})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} is not a dict of state dicts")
     return data
+
+
+def _pickled_code_message(path: str, error: str) -> str:
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", error)
+    what = f" (the first is {found.group(1)})" if found else ""
+    return (f"checkpoint {path} holds pickled Python objects{what}, which could run code when loaded, so it is "
+            f"refused; if you trust its source, convert it once to tensors only: python -m modules.checkpoint "
+            f"--convert {path} --out <new file> --trust-this-file")
 
 
 def _check_state_dict(name: str, module: nn.Module, state: Mapping[str, torch.Tensor], path: str) -> None:
@@ -96,11 +120,87 @@ def save_checkpoint(path: str | os.PathLike, models: Mapping[str, nn.Module],
     data.update(extra)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    for stale in stale_temporaries(path):  # left by a process killed while writing (kill -9, power loss)
+        os.remove(stale)
+        print(f"removed {stale}, an unfinished checkpoint write of a process that no longer runs", file=sys.stderr)
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         torch.save(data, tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or one_line(err)}; "
+                              f"the previous checkpoint (if any) is unchanged") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def tensors_only(value: Any, where: str = "", dropped: list[str] | None = None) -> Any:
+    """A copy of `value` keeping containers, tensors, numbers, strings and None; other objects are
+    dropped and their places listed in `dropped`."""
+    if isinstance(value, torch.Tensor) or value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            kept = tensors_only(item, f"{where}.{key}" if where else str(key), dropped)
+            if kept is not _DROPPED:
+                out[key] = kept
+        return out
+    if isinstance(value, (list, tuple)):
+        items = [tensors_only(item, f"{where}[{i}]", dropped) for i, item in enumerate(value)]
+        return type(value)(item for item in items if item is not _DROPPED)
+    if dropped is not None:
+        dropped.append(f"{where or '<top>'} ({type(value).__module__}.{type(value).__name__})")
+    return _DROPPED
+
+
+_DROPPED = object()
+
+
+def convert_legacy(path: str, out: str) -> list[str]:
+    """Load a trusted legacy checkpoint with pickled objects once and save its tensors only; returns what was dropped."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if os.path.abspath(path) == os.path.abspath(out):
+        raise CheckpointError("--out must differ from the input (the original stays as it is)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False)  # consent given by --trust-this-file
+    except Exception as err:  # noqa: BLE001  (any unpickling failure of a foreign file)
+        raise CheckpointError(f"cannot read checkpoint {path}: {one_line(err, 200)}") from None
+    dropped: list[str] = []
+    clean = tensors_only(data, "", dropped)
+    if not isinstance(clean, dict):
+        raise CheckpointError(f"checkpoint {path} is not a dict of state dicts")
+    tmp = f"{out}.tmp.{os.getpid()}"
+    try:
+        torch.save(clean, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dropped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Convert a trusted legacy checkpoint to tensors only.")
+    parser.add_argument("--convert", required=True, metavar="OLD", help="the checkpoint with pickled objects")
+    parser.add_argument("--out", required=True, metavar="NEW", help="where to write the tensors-only copy")
+    parser.add_argument("--trust-this-file", action="store_true",
+                        help="confirm that OLD comes from a source you trust (loading it may run its code)")
+    args = parser.parse_args(argv)
+    try:
+        if not args.trust_this_file:
+            raise CheckpointError("loading OLD runs any code pickled in it: add --trust-this-file if you trust "
+                                  "its source")
+        dropped = convert_legacy(args.convert, args.out)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}" + (f" (dropped {len(dropped)} object(s): {', '.join(dropped[:5])})" if dropped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,10 +18,13 @@ not comparable, so every result records them.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import importlib.util
 import os
+import sys
+import tempfile
 import threading
 import warnings
 from typing import Callable, Optional
@@ -108,6 +111,33 @@ def _clip_box(x0: float, y0: float, x1: float, y1: float, width: int, height: in
             int(min(width, np.ceil(x1))), int(min(height, np.ceil(y1))))
 
 
+@contextlib.contextmanager
+def native_stderr_captured():
+    """Capture what native code writes to file descriptor 2 (TFLite / absl start-up lines) for the block;
+    replayed to stderr if the block raises, dropped otherwise. Used once per detector, at its start-up."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr (a daemon): nothing to capture
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+_BLANK = np.zeros((64, 64, 3), np.uint8)  # warm-up frame
+
+
 class _Lazy:
     """Base: `_load()` runs once, on first use, under a lock."""
 
@@ -121,11 +151,16 @@ class _Lazy:
         if not self._loaded:
             with self._lock:
                 if not self._loaded:
-                    self._load()
+                    with native_stderr_captured():  # the native libraries' start-up log lines
+                        self._load()
+                        self._warm_up()
                     self._loaded = True
 
     def _load(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _warm_up(self) -> None:
+        """One call on a blank frame, where a backend prints its start-up lines (captured by `_ensure`)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name} {self.version})"
@@ -228,6 +263,9 @@ class MediapipeFaceLandmarker(_Lazy):
         self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=4,
                                                     refine_landmarks=False, min_detection_confidence=0.5)
 
+    def _warm_up(self) -> None:
+        self.mesh.process(_BLANK)
+
     def __call__(self, frame: np.ndarray) -> Optional[np.ndarray]:
         frame = _check_frame(frame)
         self._ensure()
@@ -254,6 +292,9 @@ class MediapipeFaceBoxes(_Lazy):
     def _load(self) -> None:
         mp = _import_mediapipe()
         self.detection = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+
+    def _warm_up(self) -> None:
+        self.detection.process(_BLANK)
 
     def __call__(self, frame: np.ndarray) -> list[Box]:
         frame = _check_frame(frame)
@@ -284,6 +325,9 @@ class MediapipeBody(_Lazy):
         mp = _import_mediapipe()
         self.pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
                                            enable_segmentation=False, min_detection_confidence=0.5)
+
+    def _warm_up(self) -> None:
+        self.pose.process(_BLANK)
 
     def __call__(self, frame: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
         """(points (33, 2) in pixels, visibility (33,) in [0, 1]) of the most prominent person, or None."""

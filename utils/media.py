@@ -185,9 +185,34 @@ def _fps_arg(fps: float) -> str:
 
 
 def _partial_path(path: str, is_dir: bool = False) -> str:
+    """`.<stem>.partial-<pid><ext>` beside the output; stale ones (their process gone) are removed first."""
     folder, name = os.path.split(os.path.abspath(path.rstrip("/" + os.sep)))
     stem, ext = os.path.splitext(name)
+    remove_stale_partials(folder, stem)
     return os.path.join(folder, f".{stem}.partial-{os.getpid()}" + ("" if is_dir else ext))
+
+
+def remove_stale_partials(folder: str, stem: str) -> list[str]:
+    """Remove the partial outputs `.<stem>.partial-<pid>*` of processes that no longer run (say so once)."""
+    import glob
+    import re
+    import sys
+
+    from utils.io import pid_alive
+
+    removed = []
+    for partial in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(stem)}.partial-*")):
+        found = re.match(rf"\.{re.escape(stem)}\.partial-(\d+)", os.path.basename(partial))
+        if not found or int(found.group(1)) == os.getpid() or pid_alive(int(found.group(1))):
+            continue
+        if os.path.isdir(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            os.remove(partial)
+        removed.append(partial)
+    if removed:
+        print(f"removed {len(removed)} unfinished output(s) of interrupted runs: {', '.join(removed)}", file=sys.stderr)
+    return removed
 
 
 class FrameWriter:
