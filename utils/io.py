@@ -64,3 +64,22 @@ def stale_temporaries(path: str | os.PathLike) -> list[str]:
         if suffix.isdigit() and int(suffix) != os.getpid() and not pid_alive(int(suffix)):
             out.append(tmp)
     return sorted(out)
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> None:
+    """Raise `UserError` unless `path` can be created (or replaced): every existing ancestor is a writable
+    folder and `path` itself is not a folder blocking a file (or the reverse). Creates nothing."""
+    from utils.errors import UserError
+
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        if os.path.lexists(parent):  # a dangling link
+            raise UserError(f"cannot create the {what} {path}: {parent} is a broken link")
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"cannot create the {what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create the {what} {path}: the folder {parent} is not writable")
+    if os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the {what} {path}: it is a folder that is not writable")
