@@ -229,8 +229,9 @@ def _prepare_module(module: nn.Module, dtype: torch.dtype, channels_last: bool, 
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last:
         prepared = prepared.to(memory_format=memory_format)
-    if isinstance(prepared, EngineHooks):
-        prepared.compute = ConvCompute(dtype=dtype, memory_format=memory_format)
+    for m in prepared.modules():
+        if isinstance(m, EngineHooks):
+            m.compute = ConvCompute(dtype=dtype, memory_format=memory_format)
     return prepared
 
 
