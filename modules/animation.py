@@ -315,6 +315,8 @@ class Animator:
     off, gives the networks' own forms, for measurements).
     """
 
+    size_multiple = staticmethod(size_multiple)  # frame sides must be multiples of size_multiple(config)
+
     def __init__(self, models: dict[str, nn.Module], source: torch.Tensor, mode: str = "relative",
                  precision: str = "fp32", anchor: torch.Tensor | None = None, background: bool = False,
                  decoder_batch: int | None = None, channels_last: bool | None = None,

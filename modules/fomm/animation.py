@@ -93,6 +93,8 @@ class FOMMAnimator:
     driving frame seen. background: FOMM has no background predictor (True is an error).
     """
 
+    size_multiple = staticmethod(size_multiple)  # frame sides must be multiples of size_multiple(config)
+
     def __init__(self, models: dict[str, nn.Module], source: torch.Tensor, mode: str = "relative",
                  precision: str = "fp32", anchor: torch.Tensor | None = None, background: bool = False,
                  use_relative_movement: bool | None = None, use_relative_jacobian: bool | None = None,
