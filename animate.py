@@ -12,23 +12,20 @@ The command line and the web app share one code path: `run_animation(...)`.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from modules.animation import MODES, Animator, make_animation  # noqa: F401  (public API: animate.make_animation)
+from modules.animation import MODES, PRECISIONS, Animator, make_animation  # noqa: F401  (public API: animate.make_animation)
 from utils.errors import UserError
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Networks a checkpoint may lack for animation (loaded only when the mode needs them).
 OPTIONAL_MODELS = ("avd_network", "bg_predictor", "discriminator")
 
@@ -107,18 +104,16 @@ def cached_models(config: dict, checkpoint: str, mode: str, device: torch.device
         return _MODEL_CACHE[key]
 
 
-def size_multiple(config: dict) -> int:
-    """Frame sides the TPSMM networks accept are multiples of this (hourglass pooling after the
-    dense-motion downscale, and the inpainting encoder's down blocks); 1 for other families."""
-    mp = config.get("model_params", {})
-    dense, gen = mp.get("dense_motion_params", {}), mp.get("generator_params", {})
-    if config.get("model_family") != "tpsmm" or "num_blocks" not in dense:
-        return 1
-    from fractions import Fraction
-    from math import lcm
+def animator_class(config: dict) -> type:
+    """The animation engine of the config's model family: `Animator` (TPSMM) or `FOMMAnimator`.
 
-    per_dense = Fraction(2 ** int(dense["num_blocks"])) / Fraction(str(dense.get("scale_factor", 1)))
-    return lcm(per_dense.numerator, 2 ** int(gen.get("num_down_blocks", 0)))  # smallest integer multiple of both
+    Both take (models, source, mode=, precision=, anchor=) and carry the family's
+    `size_multiple(config)` (frame sides must be multiples of it).
+    """
+    if config.get("model_family") == "fomm":
+        from modules.fomm.animation import FOMMAnimator
+        return FOMMAnimator
+    return Animator
 
 
 def _to_tensor(frames: list[np.ndarray] | np.ndarray, device: torch.device) -> torch.Tensor:
@@ -132,48 +127,169 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     return frames.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-class _Engine:
-    """Driving batches -> predictions, with `anchor` (T=1) as the relative-mode reference frame.
-
-    TPSMM: one `Animator` (the source is encoded once); the anchor is prepended to the first
-    batch, since the Animator takes the first frame it sees as the anchor. Other families
-    (FOMM): `make_animation` per batch with the anchor prepended to every batch.
-    """
-
-    def __init__(self, models: dict, source: torch.Tensor, anchor: torch.Tensor, mode: str, precision: str,
-                 device: torch.device):
-        self.models, self.source, self.anchor, self.mode = models, source, anchor, mode
-        dtype = PRECISIONS[precision]
-        self.autocast = nullcontext()
-        self.animator = None
-        self.first = True
-        if "generator" not in models:
-            kwargs = {}
-            if "precision" in inspect.signature(Animator).parameters:
-                kwargs["precision"] = precision
-            elif dtype is not None:
-                self.autocast = torch.autocast(device_type=device.type, dtype=dtype)
-            with self.autocast:
-                self.animator = Animator(models, source, mode=mode, **kwargs)
-        elif dtype is not None:
-            self.autocast = torch.autocast(device_type=device.type, dtype=dtype)
-
-    @torch.inference_mode()
-    def __call__(self, driving: torch.Tensor) -> torch.Tensor:
-        with self.autocast:
-            if self.animator is not None:
-                if self.first:
-                    self.first = False
-                    return self.animator(torch.cat([self.anchor, driving], dim=0))[1:]
-                return self.animator(driving)
-            out = make_animation(self.source, torch.cat([self.anchor, driving], dim=0), self.models,
-                                 mode=self.mode, batch_size=driving.shape[0] + 1)
-            return out[1:]
-
-
 def _side_by_side(source: np.ndarray, driving: np.ndarray, result: np.ndarray) -> np.ndarray:
     """source | driving | result, all (H, W, 3) uint8."""
     return np.concatenate([source, driving, result], axis=1)
+
+
+# ----------------------------------------------------------------------------- the steps of run_animation
+
+def _check_arguments(mode: str, crop: str, precision: str, batch_size: int, result_video, side_by_side,
+                     source_image, driving_video) -> tuple[str, int, str, str | None]:
+    """One-line AnimateErrors for bad options; returns (crop, batch_size, result_video, side_by_side path)."""
+    from utils.crop import CROPS
+    from utils.media import output_kind
+
+    if mode not in MODES:
+        raise AnimateError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    crop = "centre" if crop == "center" else crop
+    if crop not in CROPS:
+        raise AnimateError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
+    if precision not in PRECISIONS:
+        raise AnimateError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if int(batch_size) < 1:
+        raise AnimateError(f"batch_size must be at least 1, got {batch_size}")
+    result_video = os.fspath(result_video)
+    output_kind(result_video)
+    sbs_path = None
+    if isinstance(side_by_side, (str, os.PathLike)) and os.fspath(side_by_side):
+        sbs_path = os.fspath(side_by_side)
+        output_kind(sbs_path)
+    for path in (source_image, driving_video):
+        for out in filter(None, (result_video, sbs_path)):
+            if os.path.abspath(os.fspath(path)) == os.path.abspath(out.rstrip("/" + os.sep)):
+                raise AnimateError(f"the output {out} would overwrite the input {path}")
+    return crop, int(batch_size), result_video, sbs_path
+
+
+def _frame_size(cfg: dict, img_shape: tuple[int, int] | None) -> tuple[int, int]:
+    """(H, W) to animate at: `img_shape` or the config's frame_shape, checked against the family's size_multiple."""
+    frame_shape = cfg["dataset_params"]["frame_shape"]
+    height, width = (int(img_shape[0]), int(img_shape[1])) if img_shape else (int(frame_shape[0]), int(frame_shape[1]))
+    multiple = animator_class(cfg).size_multiple(cfg)
+    if height < 1 or width < 1 or height % multiple or width % multiple:
+        raise AnimateError(f"image size {height}x{width} does not fit this model: sides must be multiples of "
+                           f"{multiple} (the config's size is {frame_shape[0]}x{frame_shape[1]})")
+    return height, width
+
+
+def _with_bar(frames: Iterator[np.ndarray], total: int, desc: str, show: bool) -> Iterator[np.ndarray]:
+    if not show:
+        return frames
+    from tqdm import tqdm
+    return iter(tqdm(frames, total=total, unit="frame", desc=desc, dynamic_ncols=True, file=sys.stderr))
+
+
+def _driving_boxes(reader, crop: str, fps: float, show_progress: bool) -> np.ndarray:
+    """Crop box (T, 4) of every driving frame: tracked for 'face'/'person', else one fixed box."""
+    from utils.crop import centre_box, full_box, track_boxes
+
+    total = reader.num_frames
+    if crop in ("face", "person"):
+        boxes = track_boxes(_with_bar(iter(reader), total, f"tracking the {crop}", show_progress), total,
+                            reader.height, reader.width, crop, fps=fps)
+        if boxes is None:
+            raise AnimateError(f"no {crop} found in the driving video; use --crop centre")
+        return boxes
+    one = (centre_box if crop == "centre" else full_box)(reader.height, reader.width)
+    return np.repeat(one[None], total, axis=0)  # T x 4
+
+
+def _anchor_index(source: np.ndarray, frames: Callable[[], Iterator[np.ndarray]], total: int,
+                  best_frame: int | None, find_best_frame: bool, show_progress: bool) -> int:
+    """The relative-mode anchor: `best_frame`, the best pose match (`find_best_frame`) or frame 0."""
+    from utils.crop import best_frame as find_best
+
+    if best_frame is not None:
+        if not 0 <= int(best_frame) < total:
+            raise AnimateError(f"best_frame {int(best_frame)} is outside the driving video (0..{total - 1})")
+        return int(best_frame)
+    if find_best_frame:
+        return find_best(source, _with_bar(frames(), total, "finding the best frame", show_progress))[0]
+    return 0
+
+
+def _open_writers(result_video: str, sbs_path: str | None, fps: float, audio_from: str | None, total: int):
+    """(result writer, side-by-side writer or None, their WriterGroup); temporary names until published."""
+    from utils.media import WriterGroup, open_writer, output_kind
+
+    writers = []
+    try:
+        kind = output_kind(result_video)
+        writers.append(open_writer(result_video, fps=fps, audio_from=audio_from if kind == "video" else None,
+                                   num_frames=total))
+        if sbs_path is not None:
+            kind = output_kind(sbs_path)
+            writers.append(open_writer(sbs_path, fps=fps, audio_from=audio_from if kind == "video" else None,
+                                       num_frames=total))
+    except BaseException:
+        WriterGroup(writers).abort()
+        raise
+    return writers[0], (writers[1] if sbs_path is not None else None), WriterGroup(writers)
+
+
+def _animate_frames(animator, frames: Iterator[np.ndarray], device: torch.device, batch_size: int,
+                    write: Callable[[np.ndarray, np.ndarray], None],
+                    progress: Callable[[int], None]) -> int:
+    """Driving frames in batches through `animator`; `write(driving, prediction)` per frame; returns the count."""
+    done = 0
+
+    def flush(batch: list[np.ndarray]) -> None:
+        nonlocal done
+        with torch.inference_mode():
+            predictions = _to_uint8(animator(_to_tensor(batch, device)))  # T x H x W x 3
+        for drv, pred in zip(batch, predictions):
+            write(drv, pred)
+        done += len(batch)
+        progress(done)
+
+    batch: list[np.ndarray] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == batch_size:
+            flush(batch)
+            batch = []
+    if batch:
+        flush(batch)
+    return done
+
+
+def _write_all(animator, frames: Iterator[np.ndarray], source: np.ndarray, dev: torch.device, batch_size: int,
+               writers: tuple, sbs_in_result: bool, total: int, progress: Callable[[int, int], None] | None,
+               show_progress: bool, driving_name: str) -> int:
+    """Animate every frame into the writers, publish them; abort (no output left) on any failure."""
+    result_writer, sbs_writer, group = writers
+    bar = None
+
+    def write(drv: np.ndarray, pred: np.ndarray) -> None:
+        both = _side_by_side(source, drv, pred)
+        result_writer.write(both if sbs_in_result else pred)
+        if sbs_writer is not None:
+            sbs_writer.write(both)
+
+    def report(done: int) -> None:
+        if bar is not None:
+            bar.update(done - bar.n)
+        if progress is not None:
+            progress(done, total)
+
+    try:
+        if show_progress:
+            from tqdm import tqdm
+            bar = tqdm(total=total, unit="frame", desc="animating", dynamic_ncols=True, file=sys.stderr)
+        if progress is not None:
+            progress(0, total)
+        done = _animate_frames(animator, frames, dev, batch_size, write, report)
+        if done == 0:
+            raise AnimateError(f"no frames could be decoded from {driving_name}")
+        group.finish_and_publish()
+    except BaseException:
+        group.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return done
 
 
 # ----------------------------------------------------------------------------- the one code path
@@ -204,32 +320,13 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
     Raises AnimateError / MediaError / CheckpointError / ConfigError / CropError (one-line messages)
     before anything is written; a failure while writing leaves no output file.
     """
-    from modules import CheckpointError  # noqa: F401  (documented error type)
     from modules.family import load_config
-    from utils.crop import CROPS, best_frame as find_best, centre_box, crop_resize, full_box, image_box, track_boxes
-    from utils.media import WriterGroup, has_audio, open_upright_video, open_writer, output_kind, read_photo
+    from utils.crop import crop_resize, image_box
+    from utils.media import has_audio, open_upright_video, output_kind, read_photo
 
     start = time.time()
-    if mode not in MODES:
-        raise AnimateError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    crop = "centre" if crop == "center" else crop
-    if crop not in CROPS:
-        raise AnimateError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
-    if precision not in PRECISIONS:
-        raise AnimateError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if int(batch_size) < 1:
-        raise AnimateError(f"batch_size must be at least 1, got {batch_size}")
-    batch_size = int(batch_size)
-    result_video = os.fspath(result_video)
-    kind = output_kind(result_video)
-    sbs_path = None
-    if isinstance(side_by_side, (str, os.PathLike)) and os.fspath(side_by_side):
-        sbs_path = os.fspath(side_by_side)
-        output_kind(sbs_path)
-    for path in (source_image, driving_video):
-        for out in filter(None, (result_video, sbs_path)):
-            if os.path.abspath(os.fspath(path)) == os.path.abspath(out.rstrip("/" + os.sep)):
-                raise AnimateError(f"the output {out} would overwrite the input {path}")
+    crop, batch_size, result_video, sbs_path = _check_arguments(
+        mode, crop, precision, batch_size, result_video, side_by_side, source_image, driving_video)
     dev = resolve_device(device)
 
     # Inputs and model, checked before anything is written.
@@ -238,111 +335,32 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
     total = reader.num_frames
     fps = float(reader.fps) if reader.fps and reader.fps > 0 else 25.0
     cfg = load_config(config)
-    height, width = (int(img_shape[0]), int(img_shape[1])) if img_shape else tuple(cfg["dataset_params"]["frame_shape"][:2])
-    multiple = size_multiple(cfg)
-    if height < 1 or width < 1 or height % multiple or width % multiple:
-        raise AnimateError(f"image size {height}x{width} does not fit this model: sides must be multiples of "
-                           f"{multiple} (the config's size is {cfg['dataset_params']['frame_shape'][0]}x"
-                           f"{cfg['dataset_params']['frame_shape'][1]})")
+    size = _frame_size(cfg, img_shape)
     models = cached_models(cfg, os.fspath(checkpoint), mode, dev)
-
-    def frames_with_bar(frames: Iterator[np.ndarray], desc: str) -> Iterator[np.ndarray]:
-        if not show_progress:
-            return frames
-        from tqdm import tqdm
-        return iter(tqdm(frames, total=total, unit="frame", desc=desc, dynamic_ncols=True, file=sys.stderr))
-
-    source = crop_resize(source_full, image_box(source_full, crop), (height, width))  # H x W x 3
-    if crop in ("face", "person"):
-        boxes = track_boxes(frames_with_bar(iter(reader), f"tracking the {crop}"), total, reader.height,
-                            reader.width, crop, fps=fps)
-        if boxes is None:
-            raise AnimateError(f"no {crop} found in the driving video; use --crop centre")
-    else:
-        one = (centre_box if crop == "centre" else full_box)(reader.height, reader.width)
-        boxes = np.repeat(one[None], total, axis=0)  # T x 4
+    source = crop_resize(source_full, image_box(source_full, crop), size)  # H x W x 3
+    boxes = _driving_boxes(reader, crop, fps, show_progress)
 
     def driving_frames() -> Iterator[np.ndarray]:
         for index, frame in enumerate(reader):
-            yield crop_resize(frame, boxes[min(index, total - 1)], (height, width))
+            yield crop_resize(frame, boxes[min(index, total - 1)], size)
 
-    anchor_index = 0
-    if best_frame is not None:
-        anchor_index = int(best_frame)
-        if not 0 <= anchor_index < total:
-            raise AnimateError(f"best_frame {anchor_index} is outside the driving video (0..{total - 1})")
-    elif find_best_frame:
-        anchor_index, _ = find_best(source, frames_with_bar(driving_frames(), "finding the best frame"))
-    anchor = crop_resize(reader.get_frames([anchor_index])[0], boxes[anchor_index], (height, width))
+    anchor_index = _anchor_index(source, driving_frames, total, best_frame, find_best_frame, show_progress)
+    anchor = crop_resize(reader.get_frames([anchor_index])[0], boxes[anchor_index], size)
+    animator = animator_class(cfg)(models, _to_tensor([source], dev), mode=mode, precision=precision,
+                                   anchor=_to_tensor([anchor], dev))
 
-    with torch.inference_mode():
-        engine = _Engine(models, _to_tensor([source], dev), _to_tensor([anchor], dev), mode, precision, dev)
-
-    # Writers (temporary names until everything succeeded).
     audio_from = os.fspath(driving_video) if audio and has_audio(os.fspath(driving_video)) else None
-    sbs_in_result = side_by_side is True
-    writers = []
-    try:
-        result_writer = open_writer(result_video, fps=fps, audio_from=audio_from if kind == "video" else None,
-                                    num_frames=total)
-        writers.append(result_writer)
-        sbs_writer = None
-        if sbs_path is not None:
-            sbs_writer = open_writer(sbs_path, fps=fps, audio_from=audio_from if output_kind(sbs_path) == "video" else None,
-                                     num_frames=total)
-            writers.append(sbs_writer)
-    except BaseException:
-        WriterGroup(writers).abort()
-        raise
-    group = WriterGroup(writers)
-
-    done = 0
+    writers = _open_writers(result_video, sbs_path, fps, audio_from, total)
     animate_start = time.time()
-    bar = None
-    try:
-        if show_progress:
-            from tqdm import tqdm
-            bar = tqdm(total=total, unit="frame", desc="animating", dynamic_ncols=True, file=sys.stderr)
-        if progress is not None:
-            progress(0, total)
-
-        def flush(batch: list[np.ndarray]) -> None:
-            nonlocal done
-            predictions = _to_uint8(engine(_to_tensor(batch, dev)))  # T x H x W x 3
-            for drv, pred in zip(batch, predictions):
-                both = _side_by_side(source, drv, pred)
-                result_writer.write(both if sbs_in_result else pred)
-                if sbs_writer is not None:
-                    sbs_writer.write(both)
-            done += len(batch)
-            if bar is not None:
-                bar.update(len(batch))
-            if progress is not None:
-                progress(done, total)
-
-        batch: list[np.ndarray] = []
-        for frame in driving_frames():
-            batch.append(frame)
-            if len(batch) == batch_size:
-                flush(batch)
-                batch = []
-        if batch:
-            flush(batch)
-        if done == 0:
-            raise AnimateError(f"no frames could be decoded from {driving_video}")
-        group.finish_and_publish()
-    except BaseException:
-        group.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+    done = _write_all(animator, driving_frames(), source, dev, batch_size, writers, side_by_side is True, total,
+                      progress, show_progress, os.fspath(driving_video))
     elapsed = time.time() - animate_start
+    result_writer, sbs_writer, _ = writers
     return {
         "result_video": os.path.abspath(result_writer.path),
         "side_by_side": os.path.abspath(sbs_writer.path) if sbs_writer is not None else None,
-        "num_frames": done, "fps": fps, "audio": bool(audio_from) and kind == "video",
-        "anchor_frame": anchor_index, "size": [height, width], "mode": mode, "crop": crop,
+        "num_frames": done, "fps": fps, "audio": bool(audio_from) and output_kind(result_video) == "video",
+        "anchor_frame": anchor_index, "size": list(size), "mode": mode, "crop": crop,
         "device": str(dev), "seconds": time.time() - start,
         "frames_per_second": done / elapsed if elapsed > 0 else float("inf"),
     }

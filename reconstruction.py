@@ -46,44 +46,29 @@ OUTPUT_DIR = "reconstruction"
 
 
 class Reconstructor:
-    """Reconstruct driving frames from one source frame (TPSMM: bg predictor on; FOMM: generator).
+    """Reconstruct driving frames from one source frame: the animation engine in mode 'standard'.
 
-    The source's keypoints (and, for TPSMM, its downsampled copy and inpainting-encoder
-    features) are computed once; `__call__` takes a batch of driving frames (T, 3, H, W)
-    and returns the predictions (T, 3, H, W) in [0, 1].
+    TPSMM: `modules.animation.Animator(background=True)` when the models have a bg_predictor
+    (the reference protocol); FOMM: `FOMMAnimator` (absolute keypoints). The source's
+    keypoints, downsampled copy, heatmaps and encoder features are computed once; `__call__`
+    takes a batch of driving frames (T, 3, H, W) and returns the predictions (T, 3, H, W) in [0, 1].
     """
 
-    def __init__(self, models: Mapping[str, nn.Module], source: torch.Tensor):
+    def __init__(self, models: Mapping[str, nn.Module], source: torch.Tensor, precision: str = "fp32"):
         if source.dim() != 4 or source.shape[0] != 1 or source.shape[1] != 3:
             raise ValueError(f"source must be (1, 3, H, W), got {tuple(source.shape)}")
-        self.models = models
-        self.source = source
-        self.fomm = "generator" in models
-        self.kp_detector = models["kp_detector"]
-        self.bg_predictor = models.get("bg_predictor")
-        with torch.inference_mode():
-            self.kp_source = self.kp_detector(source)
-            if not self.fomm:
-                self.dense_motion = models["dense_motion_network"]
-                self.inpainting = models["inpainting_network"]
-                self.source_down = self.dense_motion.downsample(source)  # 1 x 3 x h x w
-                self.encoder_maps = self.inpainting.encode(source)
+        if "generator" in models:
+            from modules.fomm.animation import FOMMAnimator
 
-    @torch.inference_mode()
+            self.engine = FOMMAnimator(dict(models), source, mode="standard", precision=precision)
+        else:
+            from modules.animation import Animator
+
+            self.engine = Animator(dict(models), source, mode="standard", precision=precision,
+                                   background="bg_predictor" in models)
+
     def __call__(self, driving: torch.Tensor) -> torch.Tensor:
-        t = driving.shape[0]
-        kp_driving = self.kp_detector(driving)
-        kp_source = {k: v.expand(t, *v.shape[1:]) for k, v in self.kp_source.items()}
-        if self.fomm:
-            out = self.models["generator"](self.source.expand(t, -1, -1, -1), kp_driving=kp_driving, kp_source=kp_source)
-            return out["prediction"]
-        bg_param = None
-        if self.bg_predictor is not None:
-            bg_param = self.bg_predictor(self.source.expand(t, -1, -1, -1), driving)  # T x 3 x 3
-        dense = self.dense_motion(self.source, kp_driving=kp_driving, kp_source=kp_source, bg_param=bg_param,
-                                  dropout_flag=False, source_down=self.source_down.expand(t, -1, -1, -1))
-        out = self.inpainting(self.source, dense, encoder_maps=self.encoder_maps, with_warped_maps=False)
-        return out["prediction"]  # T x 3 x H x W
+        return self.engine(driving)  # T x 3 x H x W
 
 
 def load_weights(models: dict[str, nn.Module], checkpoint: Optional[str]) -> dict[str, Any]:

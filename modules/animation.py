@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import copy
 import weakref
+from fractions import Fraction
+from math import lcm
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -38,8 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.blocks import UpBlock2d
-from modules.geometry import make_coordinate_grid, tps_from_keypoints, tps_warp_keypoint_mode
+from modules.blocks import ConvCompute, EngineHooks, UpBlock2d
 
 MODES = ("standard", "relative", "avd")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -83,9 +84,12 @@ def _check_frames(name: str, x: torch.Tensor, batch_one: bool) -> None:
         raise ValueError(f"{name} must have batch size 1, got {x.shape[0]}")
 
 
-def _check_precision(precision: str) -> torch.dtype:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+def check_precision(precision: str, family: str, supported: Iterable[str] = tuple(PRECISIONS)) -> torch.dtype:
+    """The compute dtype of `precision`; a ValueError naming the precision and the family otherwise."""
+    supported = tuple(supported)
+    if precision not in supported:
+        raise ValueError(f"precision must be one of {', '.join(supported)} for the {family} family, "
+                         f"got {precision!r}")
     return PRECISIONS[precision]
 
 
@@ -189,8 +193,14 @@ class _PhaseUpBlock(nn.Module):
         return F.relu(self.norm(out), inplace=True)
 
 
-def _prepare_module(module: nn.Module, dtype: torch.dtype, channels_last: bool, fold_upsampling: bool) -> nn.Module:
-    """A frozen copy of `module` in `dtype` (norm affine parameters fp32) for the engine."""
+def _prepare_module(module: nn.Module, dtype: torch.dtype, channels_last: bool, fold_upsampling: bool,
+                    keep_fp32: tuple[str, ...] = ()) -> nn.Module:
+    """A frozen copy of `module` in `dtype` (norm affine parameters fp32) for the engine.
+
+    keep_fp32: names of children that keep fp32 weights (e.g. the once-per-video source encoder).
+    A network with engine hooks (`EngineHooks`) gets `compute` set, so its own forward casts
+    into the convs' dtype and layout and back to fp32 where the module doc says.
+    """
     prepared = copy.deepcopy(module).eval()
     for p in prepared.parameters():
         p.requires_grad_(False)
@@ -210,14 +220,26 @@ def _prepare_module(module: nn.Module, dtype: torch.dtype, channels_last: bool, 
                 swap(child)
 
     swap(prepared)
+    exempt = {id(m) for name in keep_fp32 for m in prepared.get_submodule(name).modules()}
     for m in prepared.modules():
-        if isinstance(m, (_InstanceNormCL, nn.modules.batchnorm._BatchNorm)):
+        if isinstance(m, (_InstanceNormCL, nn.modules.batchnorm._BatchNorm)) or id(m) in exempt:
             continue  # normalisation parameters stay fp32 (mixed-type kernels, fp32 statistics)
         for key, p in m.named_parameters(recurse=False):
             m._parameters[key] = nn.Parameter(p.detach().to(dtype), requires_grad=False)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last:
-        prepared = prepared.to(memory_format=torch.channels_last)
+        prepared = prepared.to(memory_format=memory_format)
+    for m in prepared.modules():
+        if isinstance(m, EngineHooks):
+            m.compute = ConvCompute(dtype=dtype, memory_format=memory_format)
     return prepared
+
+
+def _needs_copy(module: nn.Module, dtype: torch.dtype, channels_last: bool, fold_upsampling: bool) -> bool:
+    """False when the prepared copy would equal the module (fp32, NCHW, nothing to fold, eval mode)."""
+    if dtype != torch.float32 or channels_last or module.training:
+        return True
+    return fold_upsampling and any(isinstance(m, UpBlock2d) for m in module.modules())
 
 
 _PREPARED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -236,17 +258,39 @@ def _state_key(module: nn.Module) -> tuple:
 
 
 def prepared(module: nn.Module, dtype: torch.dtype = torch.float32, channels_last: bool = True,
-             fold_upsampling: bool = True) -> nn.Module:
-    """Cached `_prepare_module(module, ...)`; rebuilt when the module's weights change."""
-    options = (dtype, channels_last, fold_upsampling)
+             fold_upsampling: bool = True, keep_fp32: tuple[str, ...] = ()) -> nn.Module:
+    """Cached `_prepare_module(module, ...)`; rebuilt when the module's weights change.
+
+    An eval-mode module that the options would leave unchanged (fp32, NCHW, no UpBlock to
+    fold) is returned as is: no second copy of its weights.
+    """
+    if not _needs_copy(module, dtype, channels_last, fold_upsampling):
+        return module
+    options = (dtype, channels_last, fold_upsampling, tuple(keep_fp32))
     entry = _PREPARED.setdefault(module, {})
     state = _state_key(module)
     hit = entry.get(options)
     if hit is None or hit[0] != state:
         with torch.no_grad():
-            hit = (state, _prepare_module(module, dtype, channels_last, fold_upsampling))
+            hit = (state, _prepare_module(module, dtype, channels_last, fold_upsampling, tuple(keep_fp32)))
         entry[options] = hit
     return hit[1]
+
+
+def size_multiple(config: dict) -> int:
+    """Frame sides a TPSMM config's networks accept are multiples of this (hourglass pooling after the
+    dense-motion downscale, and the inpainting encoder's down blocks)."""
+    mp = config.get("model_params", {})
+    dense, gen = mp.get("dense_motion_params", {}), mp.get("generator_params", {})
+    if "num_blocks" not in dense:
+        return 1
+    per_dense = Fraction(2 ** int(dense["num_blocks"])) / Fraction(str(dense.get("scale_factor", 1)))
+    return lcm(per_dense.numerator, 2 ** int(gen.get("num_down_blocks", 0)))  # smallest integer multiple of both
+
+
+def slice_motion(dense: dict, start: int, stop: int) -> dict:
+    """Frames start:stop of a dense-motion output dict (tensors, or lists of tensors)."""
+    return {k: [x[start:stop] for x in v] if isinstance(v, list) else v[start:stop] for k, v in dense.items()}
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -255,7 +299,11 @@ class Animator:
     """Animate one source image with a stream of driving frames.
 
     models: the dict from `modules.build_models` (weights loaded, eval mode), on the
-    device of `source`. The first driving frame seen is the relative-mode anchor.
+    device of `source`. The networks' own forwards run, on prepared copies, with the
+    per-video caches (source keypoints, downsampled source, its heatmaps, encoder maps).
+    anchor (1, 3, H, W): the relative-mode reference frame; default: the first driving frame seen.
+    background: use `models['bg_predictor']` for the background motion (the TPSMM
+    reconstruction protocol: source = the video's first frame, mode 'standard').
     precision: 'fp32' (exact), 'bf16' or 'fp16' for the convolutions (see module doc).
     decoder_batch: frames per inpainting-decoder call. The keypoint detector and the dense
     motion network (weight-bound at their small maps) take the whole batch; the decoder's
@@ -267,76 +315,57 @@ class Animator:
     off, gives the networks' own forms, for measurements).
     """
 
+    size_multiple = staticmethod(size_multiple)  # frame sides must be multiples of size_multiple(config)
+
     def __init__(self, models: dict[str, nn.Module], source: torch.Tensor, mode: str = "relative",
-                 precision: str = "fp32", decoder_batch: int | None = None, channels_last: bool | None = None,
+                 precision: str = "fp32", anchor: torch.Tensor | None = None, background: bool = False,
+                 decoder_batch: int | None = None, channels_last: bool | None = None,
                  fold_upsampling: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if mode == "avd" and "avd_network" not in models:
             raise ValueError("mode 'avd' needs an avd_network in the models")
+        if background and "bg_predictor" not in models:
+            raise ValueError("background=True needs a bg_predictor in the models")
         _check_frames("source", source, batch_one=True)
         self.mode = mode
         self.precision = precision
-        self.dtype = _check_precision(precision)
+        self.dtype = check_precision(precision, "TPSMM")
         if channels_last is None:
             channels_last = self.dtype != torch.float32
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        dense = models["dense_motion_network"]
-        inpainting = models["inpainting_network"]
         self.avd = models.get("avd_network")
-        self.num_tps = dense.num_tps
-        self.kp_variance = dense.kp_variance
-        self.multi_mask = dense.multi_mask
-        self.dense_motion = dense
-        self.inpainting = inpainting
         opts = dict(dtype=self.dtype, channels_last=channels_last, fold_upsampling=fold_upsampling)
-        # The keypoint detector and the source encoder stay fp32 at every precision: keypoints drive the
-        # TPS solve (a bf16 ResNet moves them by ~1 px, 37 dB instead of 51 dB on vox-256), and the encoder
-        # runs once per video.
+        # The keypoint detector, the background predictor and the source encoder stay fp32 at every
+        # precision: keypoints drive the TPS solve (a bf16 ResNet moves them by ~1 px, 37 dB instead of
+        # 51 dB on vox-256), and the encoder runs once per video.
         exact = dict(opts, dtype=torch.float32)
         self.kp_net = prepared(models["kp_detector"], **exact)
-        self.hourglass = prepared(dense.hourglass, **opts)
-        self.maps = prepared(dense.maps, **opts)
-        self.occlusion = prepared(dense.occlusion, **opts)
-        self.up = prepared(dense.up, **opts) if dense.multi_mask else None
-        self.resblock = prepared(inpainting.resblock, **opts)
-        self.up_blocks = prepared(inpainting.up_blocks, **opts)
-        self.final = prepared(inpainting.final, **opts)
-
+        self.bg_net = prepared(models["bg_predictor"], **exact) if background else None
+        self.dense_motion = prepared(models["dense_motion_network"], **opts)
+        self.inpainting = prepared(models["inpainting_network"], **opts, keep_fp32=("first", "down_blocks"))
         self.source = source.float()
         with torch.inference_mode():
-            self.kp_source = self.kp_detector(self.source)  # {'fg_kp': 1 x K*5 x 2}
-            self.source_down = dense.downsample(self.source)  # 1 x 3 x h x w
-            h, w = self.source_down.shape[2:]
-            self.grid = make_coordinate_grid((h, w), torch.float32, source.device)  # h x w x 2
-            self.source_heatmap = self._gaussian(self.kp_source["fg_kp"])  # 1 x K*5 x h x w
-            encoder = [prepared(inpainting.first, **exact), *prepared(inpainting.down_blocks, **exact)]
-            maps, out = [], self._cast(self.source, torch.float32)
-            for block in encoder:
-                out = block(out)
-                maps.append(out.float().contiguous())  # fp32 NCHW: sampled with grid_sample every frame
-            self.encoder_maps = maps  # [first, down_1, ..., down_n], full resolution first
-        self.kp_initial: dict | None = None
+            self.kp_source = self.kp_net(self.source)  # {'fg_kp': 1 x K*5 x 2}
+            self.source_down = self.dense_motion.downsample(self.source)  # 1 x 3 x h x w
+            self.source_heatmap = self.dense_motion.source_heatmap(
+                self.source_down.shape[2:], self.kp_source["fg_kp"])  # 1 x K*5 x h x w
+            # fp32 NCHW: sampled with grid_sample every frame; [first, down_1, ..., down_n]
+            self.encoder_maps = [m.float().contiguous() for m in self.inpainting.encode(self.source)]
+            self.kp_initial = None if anchor is None else self._anchor_keypoints(anchor)
         self._relative_scale: float | None = None
         if decoder_batch is None:
             decoder_batch = 1 if source.device.type == "cpu" else 0
         self.decoder_batch = int(decoder_batch)  # 0: the whole batch
 
-    # -- helpers
-    def _cast(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Into the conv networks: compute dtype (default: the engine's) and memory layout."""
-        return x.to(dtype=self.dtype if dtype is None else dtype).contiguous(memory_format=self.memory_format)
-
-    def _gaussian(self, kp: torch.Tensor) -> torch.Tensor:
-        """kp2gaussian on the cached grid: (B, N, 2) -> (B, N, h, w)."""
-        diff = self.grid[None, None] - kp[:, :, None, None, :]  # B x N x h x w x 2
-        return torch.exp(-0.5 * (diff ** 2).sum(-1) / self.kp_variance)
+    def _anchor_keypoints(self, anchor: torch.Tensor) -> dict:
+        _check_frames("anchor", anchor, batch_one=True)
+        return self.kp_detector(anchor.float())
 
     @torch.inference_mode()
     def kp_detector(self, image: torch.Tensor) -> dict:
-        """KPDetector.forward on the prepared (fp32, channels-last) ResNet."""
-        logits = self.kp_net.fg_encoder(self._cast(image, torch.float32))  # B x K*5*2
-        return {"fg_kp": (torch.sigmoid(logits) * 2 - 1).view(image.shape[0], self.num_tps * 5, 2)}
+        """KPDetector.forward on the prepared (fp32) copy: {'fg_kp': (B, K*5, 2)}."""
+        return self.kp_net(image)
 
     @torch.inference_mode()
     def keypoints(self, driving: torch.Tensor) -> dict:
@@ -356,94 +385,38 @@ class Animator:
             return {**kp_driving, "fg_kp": diff + kp_source["fg_kp"]}
         return self.avd(kp_source, kp_driving)
 
-    def dense_motion_forward(self, kp_driving: torch.Tensor) -> dict:
-        """DenseMotionNetwork.forward (eval, no background motion) on cached source terms.
+    @torch.inference_mode()
+    def dense_motion_forward(self, kp_driving: torch.Tensor, bg_param: torch.Tensor | None = None) -> dict:
+        """DenseMotionNetwork.forward (eval) of the prepared copy with the cached source terms.
 
-        kp_driving (B, K*5, 2) -> {'deformation' (B, h, w, 2), 'occlusion_map' [4 x (B, 1, .)]}.
+        kp_driving (B, K*5, 2) -> {'deformation' (B, h, w, 2), 'occlusion_map' [4 x (B, 1, .)], ...}.
         """
-        b = kp_driving.shape[0]
-        h, w = self.grid.shape[:2]
-        k = self.num_tps
-        heat = self._gaussian(kp_driving) - self.source_heatmap  # B x K*5 x h x w
-        heatmap = torch.cat([heat.new_zeros(b, 1, h, w), heat], dim=1)  # B x K*5+1 x h x w
-        kp_s = self.kp_source["fg_kp"].view(1, k, 5, 2).expand(b, k, 5, 2)
-        tps = tps_from_keypoints(kp_driving.view(b, k, 5, 2), kp_s)  # driving -> source
-        tps_grids = tps_warp_keypoint_mode(tps, self.grid.view(1, h * w, 2)).view(b, k, h, w, 2)
-        identity = self.grid.view(1, 1, h, w, 2).expand(b, 1, h, w, 2)
-        transformations = torch.cat([identity, tps_grids], dim=1)  # B x K+1 x h x w x 2
-        c = self.source_down.shape[1]
-        repeated = self.source_down.expand(b * (k + 1), c, h, w)
-        deformed = F.grid_sample(repeated, transformations.reshape(b * (k + 1), h, w, 2), align_corners=True)
-        inp = torch.cat([heatmap, deformed.view(b, (k + 1) * c, h, w)], dim=1)  # B x (K*5+1 + C(K+1)) x h x w
-        levels = self.hourglass(self._cast(inp), all_levels=True)
+        return self.dense_motion(self.source, kp_driving={"fg_kp": kp_driving}, kp_source=self.kp_source,
+                                 bg_param=bg_param, source_down=self.source_down,
+                                 source_heatmap=self.source_heatmap)
 
-        maps = F.softmax(self.maps(levels[-1]).float(), dim=1)  # B x K+1 x h x w, fp32
-        deformation = torch.einsum("bkhw,bkhwc->bhwc", maps, transformations)  # TPSMM Eq. 6, B x h x w x 2
-        occlusion = []
-        if self.multi_mask:
-            up_nums = len(self.up)
-            first = len(self.occlusion) - up_nums
-            for i in range(first):
-                occlusion.append(torch.sigmoid(self.occlusion[i](levels[up_nums - len(self.occlusion) + i]).float()))
-            feat = levels[-1]
-            for i in range(up_nums):
-                feat = self.up[i](feat)
-                occlusion.append(torch.sigmoid(self.occlusion[i + first](feat).float()))
-        else:
-            occlusion.append(torch.sigmoid(self.occlusion[0](levels[-1]).float()))
-        return {"deformation": deformation, "occlusion_map": occlusion}
-
-    def _warp(self, feature: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
-        """deform_input: fp32 flow resized bilinearly to the feature's size, fp32 grid_sample."""
-        h, w = feature.shape[2:]
-        if deformation.shape[1:3] != (h, w):
-            deformation = F.interpolate(deformation.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
-                                        align_corners=True).permute(0, 2, 3, 1)
-        return F.grid_sample(feature, deformation, align_corners=True)
-
-    def _occlude(self, feature: torch.Tensor, occlusion: torch.Tensor) -> torch.Tensor:
-        if not self.multi_mask and feature.shape[2:] != occlusion.shape[2:]:
-            occlusion = F.interpolate(occlusion, size=feature.shape[2:], mode="bilinear", align_corners=True)
-        return feature * occlusion
-
+    @torch.inference_mode()
     def inpainting_forward(self, dense: dict) -> torch.Tensor:
-        """InpaintingNetwork.forward (eval, no warped maps) on the cached encoder maps -> prediction (B, 3, H, W)."""
-        enc = self.encoder_maps
-        b = dense["deformation"].shape[0]
-        deformation, occlusion = dense["deformation"], dense["occlusion_map"]
-        n = len(self.up_blocks)
-        out = self._cast(self._occlude(self._warp(enc[-1].expand(b, -1, -1, -1), deformation), occlusion[0]))
-        encode_i = None
-        for i in range(n):
-            out = self.resblock[2 * i + 1](self.resblock[2 * i](out))
-            out = self.up_blocks[i](out)
-            occ = occlusion[i + 1] if self.multi_mask else occlusion[0]
-            # sampled and occluded in fp32, then into the decoder's dtype and layout
-            encode_i = self._cast(self._occlude(self._warp(enc[-(i + 2)].expand(b, -1, -1, -1), deformation), occ))
-            if i == n - 1:
-                break
-            out = torch.cat([out, encode_i], dim=1)
-        source = self.source.expand(b, -1, -1, -1)
-        deformed = self._warp(source, deformation)
-        occ_last = occlusion[-1]
-        if not self.multi_mask:
-            occ_last = F.interpolate(occ_last, size=out.shape[2:], mode="bilinear", align_corners=True)
-        out = torch.addcmul(encode_i, out, (1 - occ_last).to(out.dtype))  # out * (1 - occ) + warped first map
-        out = torch.sigmoid(self.final(out).float())
-        return (out * (1 - occ_last) + deformed * occ_last).contiguous()  # blend with the warped source (Sec. 3.3), fp32
+        """InpaintingNetwork.forward (eval, no warped maps) of the prepared copy on the cached encoder maps."""
+        out = self.inpainting(self.source, dense, encoder_maps=self.encoder_maps, with_warped_maps=False)
+        return out["prediction"]  # B x 3 x H x W, fp32
 
     @torch.inference_mode()
     def __call__(self, driving: torch.Tensor) -> torch.Tensor:
         """Predictions (T, 3, H, W), fp32, for a batch of driving frames."""
         _check_frames("driving", driving, batch_one=False)
-        kp_norm = self.keypoints(driving.float())
-        dense = self.dense_motion_forward(kp_norm["fg_kp"])
-        chunk = self.decoder_batch or driving.shape[0]
-        if chunk >= driving.shape[0]:
-            return self.inpainting_forward(dense)
-        return torch.cat([self.inpainting_forward({"deformation": dense["deformation"][i:i + chunk],
-                                                   "occlusion_map": [o[i:i + chunk] for o in dense["occlusion_map"]]})
-                          for i in range(0, driving.shape[0], chunk)], dim=0)
+        driving = driving.float()
+        t = driving.shape[0]
+        kp_norm = self.keypoints(driving)
+        bg_param = None
+        if self.bg_net is not None:
+            bg_param = self.bg_net(self.source.expand(t, -1, -1, -1), driving)  # T x 3 x 3
+        dense = self.dense_motion_forward(kp_norm["fg_kp"], bg_param)
+        chunk = self.decoder_batch or t
+        if chunk >= t:
+            return self.inpainting_forward(dense).contiguous()
+        return torch.cat([self.inpainting_forward(slice_motion(dense, i, i + chunk)) for i in range(0, t, chunk)],
+                         dim=0)
 
     def stream(self, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         for batch in batches:
@@ -451,18 +424,21 @@ class Animator:
 
 
 def make_animation(source: torch.Tensor, driving: torch.Tensor, models: dict[str, nn.Module],
-                   mode: str = "relative", batch_size: int = 8, precision: str = "fp32") -> torch.Tensor:
+                   mode: str = "relative", batch_size: int = 8, precision: str = "fp32",
+                   anchor: torch.Tensor | None = None) -> torch.Tensor:
     """Animate `source` (1, 3, H, W) with `driving` (T, 3, H, W), floats in [0, 1] -> (T, 3, H, W).
 
     Same semantics as the reference demo (first driving frame is the relative anchor,
     no background predictor). Runs on the device of `source`; models must be there too.
-    precision: 'fp32' (exact), 'bf16' or 'fp16' convolutions (TPSMM family).
+    precision: 'fp32' (exact), 'bf16' or 'fp16' convolutions; anchor: the relative-mode reference
+    frame (default the first driving frame).
     """
     if "generator" in models:  # FOMM family
         from modules.fomm import make_fomm_animation
-        return make_fomm_animation(source, driving, models, mode=mode, batch_size=batch_size)
+        return make_fomm_animation(source, driving, models, mode=mode, batch_size=batch_size, precision=precision,
+                                   anchor=anchor)
     _check_frames("driving", driving, batch_one=False)
-    animator = Animator(models, source, mode=mode, precision=precision)
+    animator = Animator(models, source, mode=mode, precision=precision, anchor=anchor)
     return torch.cat([animator(driving[i:i + batch_size]) for i in range(0, driving.shape[0], batch_size)], dim=0)
 
 

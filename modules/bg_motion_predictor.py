@@ -5,10 +5,10 @@ import torch
 from torch import nn
 from torchvision import models
 
-from modules.blocks import FP32Linear
+from modules.blocks import EngineHooks, FP32Linear
 
 
-class BGMotionPredictor(nn.Module):
+class BGMotionPredictor(EngineHooks, nn.Module):
     """(source, driving) -> 3x3 affine matrix A_bg (last row [0, 0, 1]) acting on driving coordinates."""
 
     def __init__(self, num_channels: int = 3):
@@ -23,6 +23,7 @@ class BGMotionPredictor(nn.Module):
 
     def forward(self, source_image: torch.Tensor, driving_image: torch.Tensor) -> torch.Tensor:
         b = source_image.shape[0]
-        affine = self.bg_encoder(torch.cat([source_image, driving_image], dim=1)).view(b, 2, 3)  # B x 2 x 3
+        pair = self.conv_in(torch.cat([source_image, driving_image], dim=1))  # B x 2C x H x W
+        affine = self.conv_out(self.bg_encoder(pair)).view(b, 2, 3)  # B x 2 x 3
         last = affine.new_tensor([0.0, 0.0, 1.0]).view(1, 1, 3).expand(b, 1, 3)
         return torch.cat([affine, last], dim=1)  # B x 3 x 3

@@ -6,6 +6,8 @@ InstanceNorm2d(affine) for TPSMM, BatchNorm2d for FOMM.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +23,34 @@ class FP32Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return F.linear(x.to(self.weight.dtype), self.weight, self.bias)
+
+
+@dataclass(frozen=True)
+class ConvCompute:
+    """How an inference copy of a network runs its convolutions (set by `modules.animation.prepared`)."""
+
+    dtype: torch.dtype
+    memory_format: torch.memory_format
+
+
+class EngineHooks:
+    """Mixin for networks with an inference copy: `conv_in` / `conv_out` around their conv stacks.
+
+    `compute` is None on the networks themselves (training, the plain path): both hooks are
+    then the identity and the forward is unchanged. On a prepared copy (bf16/fp16 weights,
+    channels-last) `conv_in` casts into the convs' dtype and layout and `conv_out` returns fp32,
+    so softmax, sigmoids, grids, `grid_sample` and blends stay fp32 in the same forward code.
+    """
+
+    compute: ConvCompute | None = None
+
+    def conv_in(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compute is None:
+            return x
+        return x.to(self.compute.dtype).contiguous(memory_format=self.compute.memory_format)
+
+    def conv_out(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.compute is None else x.float()
 
 
 def instance_norm(channels: int) -> nn.Module:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.blocks import AntiAliasInterpolation2d, Hourglass, UpBlock2d
+from modules.blocks import AntiAliasInterpolation2d, EngineHooks, Hourglass, UpBlock2d
 from modules.geometry import (fp32_geometry, from_homogeneous, kp2gaussian, make_coordinate_grid, to_fp32,
                               to_homogeneous, tps_from_keypoints, tps_grid_keypoint_mode)
 
@@ -30,8 +30,12 @@ def dropout_keep_mask(batch: int, channels: int, p: float, device=None, generato
     return keep.to(device)
 
 
-class DenseMotionNetwork(nn.Module):
-    """Predicts the optical flow (B, h, w, 2), contribution maps and multi-resolution occlusion masks."""
+class DenseMotionNetwork(EngineHooks, nn.Module):
+    """Predicts the optical flow (B, h, w, 2), contribution maps and multi-resolution occlusion masks.
+
+    The animation engine runs this same forward on a prepared copy (`conv_in` / `conv_out`
+    put the hourglass and heads in its dtype and layout; geometry and heads' outputs fp32).
+    """
 
     def __init__(self, block_expansion: int, num_blocks: int, max_features: int, num_tps: int,
                  num_channels: int = 3, scale_factor: float = 0.25, bg: bool = False, multi_mask: bool = True,
@@ -63,10 +67,16 @@ class DenseMotionNetwork(nn.Module):
     def downsample(self, source_image: torch.Tensor) -> torch.Tensor:
         return self.down(source_image) if self.scale_factor != 1 else source_image
 
-    def heatmap_representation(self, spatial_size, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> torch.Tensor:
+    def source_heatmap(self, spatial_size, kp_source: torch.Tensor) -> torch.Tensor:
+        """G(kp_source) (B, K*5, h, w): the source term of the heatmaps, cacheable per video."""
+        return kp2gaussian(kp_source, spatial_size, self.kp_variance)
+
+    def heatmap_representation(self, spatial_size, kp_driving: torch.Tensor, kp_source: torch.Tensor,
+                               source_heatmap: torch.Tensor | None = None) -> torch.Tensor:
         """G(kp_driving) - G(kp_source) with a zero background channel first: (B, K*5+1, h, w)."""
-        heat = (kp2gaussian(kp_driving, spatial_size, self.kp_variance)
-                - kp2gaussian(kp_source, spatial_size, self.kp_variance))  # B x K*5 x h x w
+        if source_heatmap is None:
+            source_heatmap = self.source_heatmap(spatial_size, kp_source)
+        heat = kp2gaussian(kp_driving, spatial_size, self.kp_variance) - source_heatmap  # B x K*5 x h x w
         return torch.cat([torch.zeros_like(heat[:, :1]), heat], dim=1)
 
     @fp32_geometry
@@ -94,10 +104,12 @@ class DenseMotionNetwork(nn.Module):
 
     def forward(self, source_image: torch.Tensor, kp_driving: dict, kp_source: dict,
                 bg_param: torch.Tensor | None = None, dropout_flag: bool = False, dropout_p: float = 0.0,
-                dropout_keep: torch.Tensor | None = None, source_down: torch.Tensor | None = None) -> dict:
+                dropout_keep: torch.Tensor | None = None, source_down: torch.Tensor | None = None,
+                source_heatmap: torch.Tensor | None = None) -> dict:
         """`dropout_keep` (B, K+1) overrides the random TPS dropout draw (tests, replays).
 
-        `source_down` lets a caller pass the already downsampled source (animation fast path).
+        Per-video caches (animation): `source_down` = `downsample(source)` (1 or B, C, h, w) and
+        `source_heatmap` = `source_heatmap((h, w), kp_source)` (1 or B, K*5, h, w).
         """
         source = self.downsample(source_image) if source_down is None else source_down
         b, _, h, w = source.shape
@@ -105,12 +117,12 @@ class DenseMotionNetwork(nn.Module):
         if source.shape[0] != kp_d.shape[0]:
             source = source.expand(kp_d.shape[0], -1, -1, -1)
             b = kp_d.shape[0]
-        heatmap = self.heatmap_representation((h, w), kp_d, kp_s.expand_as(kp_d))
+        heatmap = self.heatmap_representation((h, w), kp_d, kp_s.expand_as(kp_d), source_heatmap)
         transformations = self.transformations((h, w), kp_d, kp_s.expand_as(kp_d), bg_param)
         deformed = self.deformed_source(source, transformations)
         out = {"deformed_source": deformed}
         inp = torch.cat([heatmap, deformed.view(b, -1, h, w)], dim=1)  # B x (K*5+1 + C(K+1)) x h x w
-        levels = self.hourglass(inp, all_levels=True)
+        levels = self.hourglass(self.conv_in(inp), all_levels=True)
 
         logits = self.maps(levels[-1])  # B x K+1 x h x w
         with torch.autocast(logits.device.type, enabled=False):  # contribution maps and flow in fp32
@@ -125,17 +137,19 @@ class DenseMotionNetwork(nn.Module):
             deformation = torch.einsum("bkhw,bkhwc->bhwc", maps, transformations)  # B x h x w x 2
         out["contribution_maps"] = maps
         out["deformation"] = deformation
-
-        occlusion = []
-        if self.multi_mask:
-            first = self.occlusion_num - self.up_nums
-            for i in range(first):
-                occlusion.append(torch.sigmoid(self.occlusion[i](levels[self.up_nums - self.occlusion_num + i])))
-            feat = levels[-1]
-            for i in range(self.up_nums):
-                feat = self.up[i](feat)
-                occlusion.append(torch.sigmoid(self.occlusion[i + first](feat)))
-        else:
-            occlusion.append(torch.sigmoid(self.occlusion[0](levels[-1])))
-        out["occlusion_map"] = occlusion
+        out["occlusion_map"] = self.occlusion_masks(levels)
         return out
+
+    def occlusion_masks(self, levels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Occlusion masks, coarse to fine (H/8 ... H with multi_mask; else one at h)."""
+        if not self.multi_mask:
+            return [torch.sigmoid(self.conv_out(self.occlusion[0](levels[-1])))]
+        occlusion = []
+        first = self.occlusion_num - self.up_nums
+        for i in range(first):
+            occlusion.append(torch.sigmoid(self.conv_out(self.occlusion[i](levels[self.up_nums - self.occlusion_num + i]))))
+        feat = levels[-1]
+        for i in range(self.up_nums):
+            feat = self.up[i](feat)
+            occlusion.append(torch.sigmoid(self.conv_out(self.occlusion[i + first](feat))))
+        return occlusion

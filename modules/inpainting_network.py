@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
+from modules.blocks import DownBlock2d, EngineHooks, ResBlock2d, SameBlock2d, UpBlock2d
 
 
 def deform_input(inp: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
@@ -18,8 +18,13 @@ def deform_input(inp: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(inp, deformation, align_corners=True)
 
 
-class InpaintingNetwork(nn.Module):
-    """Source image + dense motion -> prediction (and the warped encoder maps for the warp loss)."""
+class InpaintingNetwork(EngineHooks, nn.Module):
+    """Source image + dense motion -> prediction (and the warped encoder maps for the warp loss).
+
+    The animation engine runs this same forward on a prepared copy: encoder maps are warped
+    and occluded in fp32, then `conv_in` puts them in the decoder's dtype and layout; the
+    final sigmoid and the blend with the warped source are fp32 (`conv_out`).
+    """
 
     def __init__(self, num_channels: int, block_expansion: int, max_features: int, num_down_blocks: int,
                  multi_mask: bool = True):
@@ -69,7 +74,7 @@ class InpaintingNetwork(nn.Module):
         out_dict = {"contribution_maps": dense_motion["contribution_maps"],
                     "deformed_source": dense_motion["deformed_source"], "occlusion_map": occlusion}
 
-        out = self.occlude_input(deform_input(enc[-1], deformation), occlusion[0])
+        out = self.conv_in(self.occlude_input(deform_input(enc[-1], deformation), occlusion[0]))
         warped_maps = []
         if with_warped_maps:  # the warp loss sees these with detached features and masks
             warped_maps.append(self.occlude_input(deform_input(enc[-1].detach(), deformation), occlusion[0].detach()))
@@ -79,7 +84,8 @@ class InpaintingNetwork(nn.Module):
             out = self.up_blocks[i](out)
             occ = occlusion[i + 1] if self.multi_mask else occlusion[0]
             skip = enc[-(i + 2)]
-            encode_i = self.occlude_input(deform_input(skip, deformation), occ)
+            # sampled and occluded in fp32, then into the decoder's dtype and layout
+            encode_i = self.conv_in(self.occlude_input(deform_input(skip, deformation), occ))
             if with_warped_maps:
                 warped_maps.append(self.occlude_input(deform_input(skip.detach(), deformation), occ.detach()))
             if i == self.num_down_blocks - 1:
@@ -92,9 +98,9 @@ class InpaintingNetwork(nn.Module):
         occ_last = occlusion[-1]
         if not self.multi_mask:
             occ_last = F.interpolate(occ_last, size=out.shape[2:], mode="bilinear", align_corners=True)
-        out = out * (1 - occ_last) + encode_i
-        out = torch.sigmoid(self.final(out))
-        out_dict["prediction"] = out * (1 - occ_last) + deformed * occ_last
+        out = out * self.conv_in(1 - occ_last) + encode_i
+        out = torch.sigmoid(self.conv_out(self.final(out)))
+        out_dict["prediction"] = out * (1 - occ_last) + deformed * occ_last  # blend with the warped source (Sec. 3.3)
         return out_dict
 
     def get_encode(self, driver_image: torch.Tensor, occlusion_map: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -5,10 +5,10 @@ import torch
 from torch import nn
 from torchvision import models
 
-from modules.blocks import FP32Linear
+from modules.blocks import EngineHooks, FP32Linear
 
 
-class KPDetector(nn.Module):
+class KPDetector(EngineHooks, nn.Module):
     """Image (B, 3, H, W) -> {'fg_kp': (B, K*5, 2)} in [-1, 1]."""
 
     def __init__(self, num_tps: int, num_channels: int = 3):
@@ -20,5 +20,5 @@ class KPDetector(nn.Module):
         self.fg_encoder.fc = FP32Linear(self.fg_encoder.fc.in_features, num_tps * 5 * 2)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        fg_kp = torch.sigmoid(self.fg_encoder(image)) * 2 - 1  # B x K*5*2
+        fg_kp = torch.sigmoid(self.conv_out(self.fg_encoder(self.conv_in(image)))) * 2 - 1  # B x K*5*2
         return {"fg_kp": fg_kp.view(image.shape[0], self.num_tps * 5, 2)}  # B x K*5 x 2

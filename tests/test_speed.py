@@ -126,8 +126,8 @@ def test_bf16_path_is_close_and_keeps_geometry_fp32(tiny_models, clip):
     source, driving = clip
     exact = Animator(tiny_models, source)(driving)
     animator = Animator(tiny_models, source, precision="bf16")
-    assert animator.hourglass.encoder.down_blocks[0].conv.weight.dtype == torch.bfloat16
-    assert animator.resblock[0].conv1.weight.dtype == torch.bfloat16
+    assert animator.dense_motion.hourglass.encoder.down_blocks[0].conv.weight.dtype == torch.bfloat16
+    assert animator.inpainting.resblock[0].conv1.weight.dtype == torch.bfloat16
     assert animator.kp_net.fg_encoder.conv1.weight.dtype == torch.float32  # keypoints drive the TPS solve
     fast = animator(driving)
     with torch.inference_mode():
@@ -194,7 +194,7 @@ def _tensors(obj):
 
 def test_bad_precision_is_a_clear_error(tiny_models, clip):
     source, driving = clip
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16 for the TPSMM family, got .int8."):
         Animator(tiny_models, source, precision="int8")
     with pytest.raises(ValueError, match="precision"):
         make_animation(source, driving, tiny_models, precision="double")

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.blocks import AntiAliasInterpolation2d, Hourglass, batch_norm
+from modules.blocks import AntiAliasInterpolation2d, EngineHooks, Hourglass, batch_norm
 from modules.geometry import fp32_geometry, kp2gaussian, make_coordinate_grid
 
 
@@ -29,7 +29,7 @@ def sparse_motions(spatial_size: tuple[int, int], kp_driving: dict, kp_source: d
     return torch.cat([identity.expand(b, 1, h, w, 2), driving_to_source], dim=1)  # B x K+1 x h x w x 2
 
 
-class FOMMDenseMotionNetwork(nn.Module):
+class FOMMDenseMotionNetwork(EngineHooks, nn.Module):
     """Source + keypoints -> {'sparse_deformed', 'mask', 'deformation', 'occlusion_map'} at `scale_factor`.
 
     sparse_deformed (B, K+1, C, h, w): the source warped by each sparse motion;
@@ -58,10 +58,16 @@ class FOMMDenseMotionNetwork(nn.Module):
     def downsample(self, source_image: torch.Tensor) -> torch.Tensor:
         return self.down(source_image) if self.scale_factor != 1 else source_image
 
-    def heatmap_representation(self, spatial_size, kp_driving: dict, kp_source: dict) -> torch.Tensor:
+    def source_heatmap(self, spatial_size, kp_source: dict) -> torch.Tensor:
+        """G(kp_source) (B, K, h, w): the source term of the heatmaps, cacheable per video."""
+        return kp2gaussian(kp_source["value"], spatial_size, self.kp_variance)
+
+    def heatmap_representation(self, spatial_size, kp_driving: dict, kp_source: dict,
+                               source_heatmap: torch.Tensor | None = None) -> torch.Tensor:
         """G(kp_driving) - G(kp_source) with a zero background map first: (B, K+1, 1, h, w)."""
-        heat = (kp2gaussian(kp_driving["value"], spatial_size, self.kp_variance)
-                - kp2gaussian(kp_source["value"], spatial_size, self.kp_variance))  # B x K x h x w
+        if source_heatmap is None:
+            source_heatmap = self.source_heatmap(spatial_size, kp_source)
+        heat = kp2gaussian(kp_driving["value"], spatial_size, self.kp_variance) - source_heatmap  # B x K x h x w
         return torch.cat([torch.zeros_like(heat[:, :1]), heat], dim=1).unsqueeze(2)  # B x K+1 x 1 x h x w
 
     def deformed_sources(self, source_down: torch.Tensor, motions: torch.Tensor) -> torch.Tensor:
@@ -73,21 +79,26 @@ class FOMMDenseMotionNetwork(nn.Module):
         return warped.view(b, n, c, h, w)
 
     def forward(self, source_image: torch.Tensor, kp_driving: dict, kp_source: dict,
-                source_down: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """`source_down` (the downsampled source) may be passed in to skip the blur when it is cached."""
+                source_down: torch.Tensor | None = None,
+                source_heatmap: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-video caches (animation): `source_down` = `downsample(source)` skips the blur,
+        `source_heatmap` = `source_heatmap((h, w), kp_source)` (1 or B, K, h, w)."""
         if source_down is None:
             source_down = self.downsample(source_image)
-        b, _, h, w = source_down.shape
-        heatmap = self.heatmap_representation((h, w), kp_driving, kp_source)  # B x K+1 x 1 x h x w
+        b = kp_driving["value"].shape[0]
+        if source_down.shape[0] != b:
+            source_down = source_down.expand(b, -1, -1, -1)
+        _, _, h, w = source_down.shape
+        heatmap = self.heatmap_representation((h, w), kp_driving, kp_source, source_heatmap)  # B x K+1 x 1 x h x w
         motions = sparse_motions((h, w), kp_driving, kp_source)  # B x K+1 x h x w x 2
         deformed = self.deformed_sources(source_down, motions)  # B x K+1 x C x h x w
         out = {"sparse_deformed": deformed}
         hourglass_in = torch.cat([heatmap, deformed], dim=2).view(b, -1, h, w)  # B x (K+1)(C+1) x h x w, per kp [heat, rgb]
-        features = self.hourglass(hourglass_in)
-        mask = F.softmax(self.mask(features), dim=1)  # B x K+1 x h x w
+        features = self.hourglass(self.conv_in(hourglass_in))
+        mask = F.softmax(self.conv_out(self.mask(features)), dim=1)  # B x K+1 x h x w
         out["mask"] = mask
         deformation = (motions * mask.unsqueeze(-1)).sum(dim=1)  # B x h x w x 2
         out["deformation"] = deformation
         if self.occlusion is not None:
-            out["occlusion_map"] = torch.sigmoid(self.occlusion(features))  # B x 1 x h x w
+            out["occlusion_map"] = torch.sigmoid(self.conv_out(self.occlusion(features)))  # B x 1 x h x w
         return out

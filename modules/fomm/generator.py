@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, batch_norm
+from modules.blocks import DownBlock2d, EngineHooks, ResBlock2d, SameBlock2d, UpBlock2d, batch_norm
 from modules.fomm.dense_motion import FOMMDenseMotionNetwork
 
 
@@ -24,12 +24,13 @@ def warp(inp: torch.Tensor, deformation: torch.Tensor, align_corners: bool = Fal
     return F.grid_sample(inp, deformation, align_corners=align_corners)
 
 
-class FOMMGenerator(nn.Module):
+class FOMMGenerator(EngineHooks, nn.Module):
     """Source image + keypoints -> {'prediction', 'deformed', 'mask', 'sparse_deformed', 'occlusion_map'}.
 
     Parameter names are the published `generator.*` ones (`dense_motion_network` lives
     inside the generator). `encode(source)` is the part that depends on the source only,
-    so the animation engine computes it once per video.
+    so the animation engine computes it once per video, and runs this same forward on a
+    prepared copy (`conv_in` / `conv_out`: decoder in its dtype, sampling and sigmoid fp32).
     """
 
     def __init__(self, num_channels: int, num_kp: int, block_expansion: int, max_features: int,
@@ -73,16 +74,23 @@ class FOMMGenerator(nn.Module):
         out = self.bottleneck(features)
         for block in self.up_blocks:
             out = block(out)
-        return torch.sigmoid(self.final(out))
+        return torch.sigmoid(self.conv_out(self.final(out)))
 
     def forward(self, source_image: torch.Tensor, kp_driving: dict, kp_source: dict,
-                encoded: torch.Tensor | None = None, source_down: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """`encoded` / `source_down` may be passed in when cached (they depend on the source only)."""
+                encoded: torch.Tensor | None = None, source_down: torch.Tensor | None = None,
+                source_heatmap: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """`encoded` / `source_down` / `source_heatmap` (1 or B in the batch dimension) may be passed
+        in when cached: they depend on the source only."""
+        b = kp_driving["value"].shape[0]
         out = self.encode(source_image) if encoded is None else encoded
+        if out.shape[0] != b:
+            out = out.expand(b, -1, -1, -1)
+        if source_image.shape[0] != b:
+            source_image = source_image.expand(b, -1, -1, -1)
         output: dict[str, torch.Tensor] = {}
         if self.dense_motion_network is not None:
             dense = self.dense_motion_network(source_image, kp_driving=kp_driving, kp_source=kp_source,
-                                              source_down=source_down)
+                                              source_down=source_down, source_heatmap=source_heatmap)
             output["mask"] = dense["mask"]
             output["sparse_deformed"] = dense["sparse_deformed"]
             output["deformation"] = dense["deformation"]
@@ -94,5 +102,5 @@ class FOMMGenerator(nn.Module):
                     occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear", align_corners=False)
                 out = out * occlusion
             output["deformed"] = warp(source_image, dense["deformation"], self.align_corners)
-        output["prediction"] = self.decode(out)
+        output["prediction"] = self.decode(self.conv_in(out))
         return output

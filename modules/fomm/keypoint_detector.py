@@ -5,11 +5,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.blocks import AntiAliasInterpolation2d, Hourglass, batch_norm
+from modules.blocks import AntiAliasInterpolation2d, EngineHooks, Hourglass, batch_norm
 from modules.geometry import make_coordinate_grid, to_fp32
 
 
-class FOMMKPDetector(nn.Module):
+class FOMMKPDetector(EngineHooks, nn.Module):
     """Image (B, C, H, W) -> {'value': (B, K, 2) in [-1, 1] (x, y), 'jacobian': (B, K, 2, 2)}.
 
     Heatmaps are a softmax over positions of `kp(hourglass(x)) / temperature`; each
@@ -50,7 +50,7 @@ class FOMMKPDetector(nn.Module):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.down(image) if self.scale_factor != 1 else image
-        features = self.predictor(x)  # B x (block_expansion + C) x h x w
+        features = self.predictor(self.conv_in(x))  # B x (block_expansion + C) x h x w
         logits = to_fp32(self.kp(features))  # B x K x h' x w' (7x7 conv, no padding by default)
         jac_map = to_fp32(self.jacobian(features)) if self.jacobian is not None else None
         b, k, h, w = logits.shape
