@@ -1,33 +1,43 @@
 """Trainer: the same code on one CPU (`python run.py --config C`) or under torchrun with DDP.
 
-Model families plug in through a training class (`TRAINING_FAMILIES`), built as
-`cls(models, config, perceptual)` and exposing:
+The trainer owns the loop, back-propagation, autocast, the GradScaler (saved in the
+checkpoint), gradient clipping, checkpoints and logging; it knows no loss by name.
+What is trained comes from a training class: a model family's (`training_class(family)`,
+registered in `modules.family`) or the AVD stage's (`modules.tpsmm_training.AVDTraining`),
+built as `cls(models, config, perceptual)` and exposing:
 
-- `models`: {checkpoint name: nn.Module} saved in the published layout;
+- `models`: {checkpoint name: nn.Module} loaded from and saved to checkpoints (published layout);
 - `optimizers`, `schedulers`: {checkpoint name: object} (schedulers step once per epoch);
 - `ddp_modules`: {name: nn.Module} the trainer wraps in DistributedDataParallel (in place);
+- `loop_params`: the loop's settings (`batch_size` = the global batch, `num_epochs`,
+  `num_repeats`, `checkpoint_freq`, `max_steps_per_epoch`, `dataloader_workers`, `seed`,
+  `precision`, `channels_last`, `log_freq`, `image_freq`), e.g. `config['train_params']`;
 - `draws(epoch, step, global_batch, rows, device) -> dict`: this rank's rows of the
   step's random draws, a pure function of (seed, epoch, step);
-- `forward_backward(batch, epoch, draws, autocast, scaler) -> (losses, generated)`:
-  weighted losses (detached, for logging) after back-propagation;
-- `optimizer_step(epoch, scaler)`: clipping and optimizer steps.
+- `stages(epoch) -> [utils.optim.Stage]`: the optimizer updates of one step, in order; a
+  stage names its optimizers, returns its `{name: weighted scalar}` losses and declares its
+  gradient clipping (`GradClip`). Per stage the trainer zeroes those optimizers' gradients,
+  runs the losses under autocast, asserts the sum is finite, back-propagates it (scaled
+  under the GradScaler), unscales, clips and steps; `shared['generated']` (set by a stage)
+  feeds the TensorBoard image grid;
+- `checkpoint_models(epoch) -> {name: nn.Module}`: the networks a checkpoint holds;
+- optional: `uses_perceptual` (False: no perceptual backbone is built), `checkpoint_prefix`
+  ('' -> `checkpoint.pth.tar`), `epoch_key` ('epoch'), `log_tag` (''), `on_resume(rest)`
+  (sees the loaded checkpoint's other entries) and `checkpoint_extras() -> dict` (more entries).
 
-The trainer knows no loss by name. The config's batch size is the global batch:
-each of N ranks takes its 1/N rows of the same global batch, so N processes
-compute what one process computes (up to BatchNorm statistics, which are per rank
-unless `sync_bn` is on, a GPU-only PyTorch feature).
+The config's batch size is the global batch: each of N ranks takes its 1/N rows of the
+same global batch, so N processes compute what one process computes (up to BatchNorm
+statistics, which are per rank unless `sync_bn` is on, a GPU-only PyTorch feature).
 
 Checkpoints (`<log_dir>/checkpoint.pth.tar`, plus `%08d-checkpoint.pth.tar` every
-`checkpoint_freq` epochs) hold the published layout plus `schedulers`,
-`resume_step` (batches of the next epoch already done, after Ctrl-C/SIGTERM), and
-`config`; written atomically by rank 0.
+`checkpoint_freq` epochs and at the last) hold the published layout plus `schedulers`
+({optimizer name: state}), `resume_step` (batches of the next epoch already done, after
+Ctrl-C/SIGTERM), `config` and, under fp16, `grad_scaler`; written atomically by rank 0.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
-import math
 import os
 import signal
 import time
@@ -39,22 +49,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datasets import DatasetRepeater, FramesDataset
-from modules.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from modules.checkpoint import load_checkpoint, save_checkpoint
+from modules.family import get_family
+from modules.tpsmm_training import AVDTraining, random_scale  # noqa: F401  (random_scale: a public name here)
 from utils import dist as du
 from utils import optim
 from utils.config import save_config
 
 log = logging.getLogger("train")
 
-TRAINING_FAMILIES = {
-    "tpsmm": "modules.tpsmm_training:TPSMMTraining",
-    "fomm": "modules.fomm.training:FOMMTraining",
-}
-
-
-def training_class(family: str):
-    module, _, name = TRAINING_FAMILIES[family].partition(":")
-    return getattr(importlib.import_module(module), name)
+def training_class(family: str) -> type:
+    """The training class of a registered model family (`modules.family`)."""
+    return get_family(family).training_class()
 
 
 class EpochSampler(Sampler[int]):
@@ -181,20 +187,68 @@ def make_loader(dataset: Dataset, sampler: Sampler, local_batch: int, workers: i
                       persistent_workers=False)
 
 
+def make_grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """The GradScaler fp16 autocast needs (None otherwise)."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+
 def restore_schedulers(schedulers: dict, rest: dict, start_epoch: int) -> None:
-    """Scheduler states from our checkpoints; for a published checkpoint (none stored), the schedule
-    is set to `start_epoch` (as the reference's `last_epoch=start_epoch - 1`), with the LR it gives there
-    whatever LR the stored optimizer state holds."""
+    """Scheduler states from our checkpoints (`rest['schedulers']`); a scheduler with no stored state (a
+    published checkpoint holds only `epoch`) is replayed from its base LRs to `start_epoch` (as the
+    reference's `last_epoch=start_epoch - 1`), whatever LR the stored optimizer state holds."""
     saved = rest.get("schedulers") or {}
     for name, scheduler in schedulers.items():
         if name in saved:
             scheduler.load_state_dict(saved[name])
             continue
-        scheduler.last_epoch = start_epoch  # the LR the reference's schedule gives that epoch
-        lrs = scheduler._get_closed_form_lr()
-        for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        for group, lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
             group["lr"] = lr
-        scheduler._last_lr = list(lrs)
+        with warnings.catch_warnings():  # stepping a schedule with no optimizer step yet is intended here
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            for _ in range(start_epoch):
+                scheduler.step()
+
+
+class TrainStep:
+    """One optimisation step of a training class: its stages in order (see the module docstring)."""
+
+    def __init__(self, family, autocast=contextlib.nullcontext, scaler: torch.amp.GradScaler | None = None):
+        self.family, self.autocast, self.scaler = family, autocast, scaler
+
+    def backward(self, stage: optim.Stage, batch: dict, draws: dict, shared: dict) -> dict[str, torch.Tensor]:
+        """Zero the stage's gradients, compute its losses, back-propagate their sum; the losses, detached."""
+        for name in stage.optimizers:
+            self.family.optimizers[name].zero_grad(set_to_none=True)
+        with self.autocast():
+            losses = stage.losses(batch, draws, shared)
+        total = sum(v.mean() for v in losses.values())
+        assert torch.isfinite(total), {k: float(v.mean()) for k, v in losses.items()}
+        (self.scaler.scale(total) if self.scaler is not None else total).backward()
+        return {k: v.detach().mean() for k, v in losses.items()}
+
+    def step(self, stage: optim.Stage) -> None:
+        """Unscale (GradScaler), clip as the stage declares, step its optimizers in order."""
+        optimizers = [self.family.optimizers[name] for name in stage.optimizers]
+        if self.scaler is not None and stage.clip:
+            for opt in optimizers:
+                self.scaler.unscale_(opt)
+        for clip in stage.clip:
+            torch.nn.utils.clip_grad_norm_(clip.parameters, max_norm=clip.max_norm, norm_type=clip.norm_type)
+        for opt in optimizers:
+            self.scaler.step(opt) if self.scaler is not None else opt.step()
+
+    def __call__(self, batch: dict, epoch: int, draws: dict) -> tuple[dict[str, torch.Tensor], Any]:
+        """All stages of one step; returns (detached losses, `shared['generated']` or None)."""
+        shared: dict[str, Any] = {}
+        losses: dict[str, torch.Tensor] = {}
+        for stage in self.family.stages(epoch):
+            losses.update(self.backward(stage, batch, draws, shared))
+            self.step(stage)
+        if self.scaler is not None:
+            self.scaler.update()
+        for opt in self.family.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        return losses, shared.get("generated")
 
 
 def _dataset(config: dict, is_train: bool = True) -> FramesDataset:
@@ -204,155 +258,192 @@ def _dataset(config: dict, is_train: bool = True) -> FramesDataset:
                          seed=int(config["train_params"]["seed"]))
 
 
+class _Run:
+    """One training run of a training class: set-up, resume, epochs, checkpoints (rank 0 writes)."""
+
+    def __init__(self, cls, config: dict, models: dict[str, nn.Module], log_dir: str, device: torch.device):
+        from modules.perceptual import build_perceptual
+
+        tp = config["train_params"]
+        self.config, self.log_dir, self.device = config, log_dir, device
+        self.rank, self.world = du.get_rank(), du.get_world_size()
+        self.main = du.is_main_process()
+        perceptual = None
+        if getattr(cls, "uses_perceptual", True) and sum(tp["loss_weights"].get("perceptual", [0])) != 0:
+            perceptual = build_perceptual(tp["perceptual_backbone"], tp["perceptual_weights"], seed=int(tp["seed"]))
+        if self.world > 1 and tp["sync_bn"] and device.type == "cuda":
+            models = {k: nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in models.items()}
+        for m in models.values():
+            m.to(device)
+        self.family = family = cls(models, config, perceptual)
+        self.lp = lp = family.loop_params
+        torch.manual_seed(int(lp["seed"]) + self.rank)
+        for m in list(models.values()) + list(family.ddp_modules.values()):
+            m.to(device)
+            if lp["channels_last"]:
+                m.to(memory_format=torch.channels_last)
+        self.global_batch = int(lp["batch_size"])
+        if self.global_batch % self.world:
+            raise ValueError(f"batch_size {self.global_batch} is not divisible by the {self.world} processes")
+        self.local_batch = self.global_batch // self.world
+        self.prefix = getattr(family, "checkpoint_prefix", "")
+        self.epoch_key = getattr(family, "epoch_key", "epoch")
+        self.tag = getattr(family, "log_tag", "")
+        self.logger = RunLogger(log_dir, self.main)
+        if self.main:
+            save_config(config, os.path.join(log_dir, "config.yaml"))
+        self.scaler = make_grad_scaler(lp["precision"], device)
+        self.step_fn = TrainStep(family, make_autocast(lp["precision"], device), self.scaler)
+        self.last_path = os.path.join(log_dir, f"{self.prefix}checkpoint.pth.tar")
+        self.start_epoch, self.resume_step = 0, 0
+
+    def resume(self, checkpoint: str) -> None:
+        f = self.family
+        rest = load_checkpoint(checkpoint, f.models, f.optimizers, map_location=self.device, strict=False)
+        if hasattr(f, "on_resume"):
+            f.on_resume(rest)
+        if self.epoch_key in rest:
+            self.start_epoch = int(rest[self.epoch_key]) + 1
+            self.resume_step = int(rest.get("resume_step", 0))
+        restore_schedulers(f.schedulers, rest, self.start_epoch)
+        if self.scaler is not None and "grad_scaler" in rest:
+            self.scaler.load_state_dict(rest["grad_scaler"])
+        self.logger.line(f"resumed from {checkpoint} at epoch {self.start_epoch}, step {self.resume_step}")
+
+    def wrap_ddp(self) -> None:
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            for name, module in list(self.family.ddp_modules.items()):
+                self.family.ddp_modules[name] = DDP(module, device_ids=ids, find_unused_parameters=True)
+
+    def save(self, epoch_done: int, step_in_next: int) -> None:
+        """`checkpoint.pth.tar`, and the numbered copy at the end of every `checkpoint_freq`-th and the last epoch."""
+        if not self.main:
+            return
+        f = self.family
+        extra = dict(f.checkpoint_extras()) if hasattr(f, "checkpoint_extras") else {}
+        extra.update({self.epoch_key: epoch_done, "resume_step": step_in_next,
+                      "schedulers": {k: s.state_dict() for k, s in f.schedulers.items()},
+                      "config": dict(self.config)})
+        if self.scaler is not None:
+            extra["grad_scaler"] = self.scaler.state_dict()
+        models = f.checkpoint_models(epoch_done)
+        save_checkpoint(self.last_path, models, f.optimizers, **extra)
+        done = epoch_done + 1
+        if step_in_next == 0 and (done % int(self.lp["checkpoint_freq"]) == 0 or done == int(self.lp["num_epochs"])):
+            numbered = os.path.join(self.log_dir, f"{self.prefix}{epoch_done:08d}-checkpoint.pth.tar")
+            save_checkpoint(numbered, models, f.optimizers, **extra)
+
+    def epoch(self, epoch: int, dataset: Dataset, stop: StopRequested) -> tuple[int, int, dict, Any]:
+        """One epoch from `resume_step`: (steps done, steps in the epoch, mean losses, last batch and generated)."""
+        lp, family = self.lp, self.family
+        for m in family.ddp_modules.values():
+            m.train()
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        sampler = EpochSampler(len(dataset), self.global_batch, epoch, int(lp["seed"]), self.rank, self.world,
+                               start_batch=self.resume_step, max_batches=lp["max_steps_per_epoch"])
+        if sampler.num_batches == 0:
+            raise ValueError(f"dataset has {len(dataset)} items, fewer than one batch of {self.global_batch}")
+        loader = make_loader(dataset, sampler, self.local_batch, int(lp["dataloader_workers"]), self.device)
+        totals: dict[str, float] = {}
+        bar = None
+        if self.main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=sampler.num_batches, initial=self.resume_step, desc=f"{self.tag} epoch {epoch}".strip(),
+                       leave=False, dynamic_ncols=True)
+        step, last = self.resume_step, (None, None)
+        rows = slice(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
+        self.wait_time, t_wait = 0.0, time.time()
+        for batch in loader:
+            self.wait_time += time.time() - t_wait
+            batch = _to_device(batch, self.device, lp["channels_last"])
+            draws = family.draws(epoch, step, self.global_batch, rows, self.device)
+            losses, generated = self.step_fn(batch, epoch, draws)
+            step += 1
+            values = {k: float(du.all_reduce_mean(v)) for k, v in losses.items()}
+            for k, v in values.items():
+                totals[k] = totals.get(k, 0.0) + v
+            if self.main and step % max(1, int(lp["log_freq"])) == 0:
+                self.logger.scalars(values, epoch * sampler.num_batches + step, prefix=self._prefix())
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+                bar.update(1)
+            last = (batch, generated)
+            if du.any_rank(stop.requested, self.device):
+                stop.requested = True
+                break
+            t_wait = time.time()
+        if bar is not None:
+            bar.close()
+        count = max(1, step - self.resume_step)
+        return step, sampler.num_batches, {k: v / count for k, v in totals.items()}, last
+
+    def _prefix(self) -> str:
+        return f"{self.tag}/" if self.tag else "loss/"
+
+    def end_epoch(self, epoch: int, means: dict, elapsed: float, last) -> None:
+        with warnings.catch_warnings():  # e.g. the bg optimizer has not stepped before bg_start
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            for s in self.family.schedulers.values():
+                s.step()
+        self.resume_step = 0
+        self.logger.line(f"{self.tag} {epoch:08d}) ".lstrip() + "; ".join(f"{k} - {v:.5f}" for k, v in means.items())
+                         + f" | {elapsed:.1f}s, data wait {self.wait_time:.1f}s")
+        if self.tag:  # per-epoch means of a stage (e.g. avd/rec_kp), as the AVD stage always logged them
+            self.logger.scalars(means, epoch, prefix=f"{self.tag}/")
+        self.logger.scalars({"data_wait_fraction": self.wait_time / max(elapsed, 1e-9)}, epoch, prefix="time/")
+        batch, generated = last
+        if self.main and generated is not None and epoch % max(1, int(self.lp["image_freq"])) == 0:
+            from utils.visualizer import training_grid
+
+            self.logger.image("train/source_driving_kp_deformed_prediction_occlusion",
+                              training_grid(batch["source"], batch["driving"], generated), epoch)
+        self.save(epoch, 0)
+
+    def fit(self, dataset: Dataset) -> dict[str, Any]:
+        summary: dict[str, Any] = {"log_dir": self.log_dir, "epochs_run": 0, "stopped": False}
+        with StopRequested() as stop:
+            for epoch in range(self.start_epoch, int(self.lp["num_epochs"])):
+                t_epoch = time.time()
+                step, num_batches, means, last = self.epoch(epoch, dataset, stop)
+                summary["last_losses"] = means
+                if stop.requested and step < num_batches:
+                    self.save(epoch - 1, step)
+                    self.logger.line(f"stopped by signal in epoch {epoch} after {step} steps; "
+                                     f"checkpoint {self.last_path}")
+                    summary["stopped"] = True
+                    break
+                self.end_epoch(epoch, means, time.time() - t_epoch, last)
+                summary["epochs_run"] += 1
+                if stop.requested:
+                    summary["stopped"] = True
+                    break
+        du.barrier()
+        self.logger.close()
+        summary["checkpoint"] = self.last_path
+        return summary
+
+
+def fit(cls, config: dict, models: dict[str, nn.Module], log_dir: str, checkpoint: str | None = None,
+        device: torch.device | None = None, dataset: Dataset | None = None) -> dict[str, Any]:
+    """Train a training class `cls` (see the module docstring); returns a summary (epochs run, last losses, paths)."""
+    run = _Run(cls, config, models, log_dir, device or torch.device("cpu"))
+    if checkpoint:
+        run.resume(checkpoint)
+    run.wrap_ddp()
+    if dataset is None:
+        dataset = DatasetRepeater(_dataset(config), run.lp["num_repeats"])
+    return run.fit(dataset)
+
+
 def train(config: dict, models: dict[str, nn.Module], log_dir: str, checkpoint: str | None = None,
           device: torch.device | None = None, dataset: Dataset | None = None) -> dict[str, Any]:
     """Train `models` as `config['train_params']` says; returns a summary (epochs run, last losses, paths)."""
-    from modules.perceptual import build_perceptual
-
-    tp = config["train_params"]
-    rank, world = du.get_rank(), du.get_world_size()
-    device = device or torch.device("cpu")
-    global_batch = int(tp["batch_size"])
-    if global_batch % world:
-        raise ValueError(f"train_params.batch_size {global_batch} is not divisible by the {world} processes")
-    local_batch = global_batch // world
-    main = du.is_main_process()
-    logger = RunLogger(log_dir, main)
-    if main:
-        save_config(config, os.path.join(log_dir, "config.yaml"))
-
-    perceptual = None
-    if sum(tp["loss_weights"].get("perceptual", [0])) != 0:
-        perceptual = build_perceptual(tp["perceptual_backbone"], tp["perceptual_weights"], seed=int(tp["seed"]))
-    torch.manual_seed(int(tp["seed"]) + rank)
-    if world > 1 and tp["sync_bn"] and device.type == "cuda":
-        models = {k: nn.SyncBatchNorm.convert_sync_batchnorm(v) for k, v in models.items()}
-    for m in models.values():
-        m.to(device)
-        if tp["channels_last"]:
-            m.to(memory_format=torch.channels_last)
-    family = training_class(config["model_family"])(models, config, perceptual)
-    for m in family.ddp_modules.values():
-        m.to(device)
-
-    start_epoch, resume_step = 0, 0
-    if checkpoint:
-        rest = load_checkpoint(checkpoint, family.models, family.optimizers, map_location=device, strict=False)
-        resume_step = int(rest.get("resume_step", 0))
-        start_epoch = int(rest.get("epoch", -1)) + 1
-        restore_schedulers(family.schedulers, rest, start_epoch)
-        logger.line(f"resumed from {checkpoint} at epoch {start_epoch}, step {resume_step}")
-
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        for name, module in list(family.ddp_modules.items()):
-            family.ddp_modules[name] = DDP(module, device_ids=[device.index] if device.type == "cuda" else None,
-                                           find_unused_parameters=True)
-
-    dataset = dataset if dataset is not None else DatasetRepeater(_dataset(config), tp["num_repeats"])
-    autocast = make_autocast(tp["precision"], device)
-    scaler = torch.amp.GradScaler("cuda") if tp["precision"] == "fp16" else None
-    num_epochs = int(tp["num_epochs"])
-    summary: dict[str, Any] = {"log_dir": log_dir, "epochs_run": 0, "stopped": False}
-    last_path = os.path.join(log_dir, "checkpoint.pth.tar")
-
-    def save(epoch_done: int, step_in_next: int) -> None:
-        if not main:
-            return
-        extra = {"epoch": epoch_done, "resume_step": step_in_next,
-                 "schedulers": {k: s.state_dict() for k, s in family.schedulers.items()},
-                 "config": {k: v for k, v in config.items()}}
-        save_checkpoint(last_path, family.checkpoint_models(epoch_done), family.optimizers, **extra)
-        if step_in_next == 0 and ((epoch_done + 1) % int(tp["checkpoint_freq"]) == 0 or epoch_done + 1 == num_epochs):
-            save_checkpoint(os.path.join(log_dir, f"{epoch_done:08d}-checkpoint.pth.tar"),
-                            family.checkpoint_models(epoch_done), family.optimizers, **extra)
-
-    with StopRequested() as stop:
-        for epoch in range(start_epoch, num_epochs):
-            for m in family.ddp_modules.values():
-                m.train()
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            sampler = EpochSampler(len(dataset), global_batch, epoch, int(tp["seed"]), rank, world,
-                                   start_batch=resume_step, max_batches=tp["max_steps_per_epoch"])
-            if sampler.num_batches == 0:
-                raise ValueError(f"dataset has {len(dataset)} items, fewer than one batch of {global_batch}")
-            loader = make_loader(dataset, sampler, local_batch, int(tp["dataloader_workers"]), device)
-            totals: dict[str, float] = {}
-            count, wait_time, t_epoch = 0, 0.0, time.time()
-            bar = None
-            if main:
-                from tqdm import tqdm
-
-                bar = tqdm(total=sampler.num_batches, initial=resume_step, desc=f"epoch {epoch}", leave=False,
-                           dynamic_ncols=True)
-            step = resume_step
-            t_wait = time.time()
-            generated = batch = None
-            for batch in loader:
-                wait_time += time.time() - t_wait
-                batch = _to_device(batch, device, tp["channels_last"])
-                rows = slice(rank * local_batch, (rank + 1) * local_batch)
-                draws = family.draws(epoch, step, global_batch, rows, device)
-                losses, generated = family.forward_backward(batch, epoch, draws, autocast, scaler)
-                family.optimizer_step(epoch, scaler)
-                step += 1
-                count += 1
-                values = {k: float(du.all_reduce_mean(v)) for k, v in losses.items()}
-                for k, v in values.items():
-                    totals[k] = totals.get(k, 0.0) + v
-                global_step = epoch * sampler.num_batches + step
-                if main and step % max(1, int(tp["log_freq"])) == 0:
-                    logger.scalars(values, global_step)
-                if bar is not None:
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
-                    bar.update(1)
-                if du.any_rank(stop.requested, device):
-                    stop.requested = True
-                    break
-                t_wait = time.time()
-            if bar is not None:
-                bar.close()
-            means = {k: v / max(1, count) for k, v in totals.items()}
-            summary["last_losses"] = means
-            if stop.requested and step < sampler.num_batches:
-                save(epoch - 1, step)
-                logger.line(f"stopped by signal in epoch {epoch} after {step} steps; checkpoint {last_path}")
-                summary["stopped"] = True
-                break
-            with warnings.catch_warnings():  # the bg optimizer has not stepped before bg_start
-                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
-                for s in family.schedulers.values():
-                    s.step()
-            resume_step = 0
-            elapsed = time.time() - t_epoch
-            logger.line(f"{epoch:08d}) " + "; ".join(f"{k} - {v:.5f}" for k, v in means.items())
-                        + f" | {elapsed:.1f}s, data wait {wait_time:.1f}s")
-            logger.scalars({"data_wait_fraction": wait_time / max(elapsed, 1e-9)}, epoch, prefix="time/")
-            if main and generated is not None and epoch % max(1, int(tp["image_freq"])) == 0:
-                from utils.visualizer import training_grid
-
-                logger.image("train/source_driving_kp_deformed_prediction_occlusion",
-                             training_grid(batch["source"], batch["driving"], generated), epoch)
-            save(epoch, 0)
-            summary["epochs_run"] += 1
-            if stop.requested:
-                summary["stopped"] = True
-                break
-    du.barrier()
-    logger.close()
-    summary["checkpoint"] = last_path
-    return summary
-
-
-def random_scale(kp: torch.Tensor, scale: float, uniform: torch.Tensor) -> torch.Tensor:
-    """Keypoints (B, N, 2) times a random diagonal in [1 - scale, 1 + scale] (AVD training, MRAA Sec. 3.3).
-
-    `uniform` (B, 2) holds the U(0, 1) draws.
-    """
-    theta = torch.diag_embed(uniform * (2 * scale) + (1 - scale)).unsqueeze(1).to(kp)  # B x 1 x 2 x 2
-    return torch.matmul(theta, kp.unsqueeze(-1)).squeeze(-1)
+    return fit(training_class(config["model_family"]), config, models, log_dir, checkpoint, device, dataset)
 
 
 def train_avd(config: dict, models: dict[str, nn.Module], checkpoint: str, log_dir: str,
@@ -364,87 +455,6 @@ def train_avd(config: dict, models: dict[str, nn.Module], checkpoint: str, log_d
     `avd-checkpoint.pth.tar` (+ `avd-%08d-checkpoint.pth.tar`): every network of the
     main checkpoint plus `avd_network` and `optimizer_avd` (the published layout).
     """
-    ap = config["train_avd_params"]
-    device = device or torch.device("cpu")
-    rank, world = du.get_rank(), du.get_world_size()
-    main = du.is_main_process()
     if not checkpoint:
         raise ValueError("--mode train_avd needs --checkpoint (a trained keypoint detector)")
-    avd = models["avd_network"]
-    optimizer = optim.adam(avd.parameters(), lr=ap["lr"], betas=(0.5, 0.999))
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, ap["epoch_milestones"], gamma=0.1)
-    rest = load_checkpoint(checkpoint, models, {"optimizer_avd": optimizer}, map_location=device, strict=False)
-    resumed_avd = "optimizer_avd" in rest or rest.get("avd_epoch") is not None
-    start_epoch = int(rest.get("avd_epoch", -1)) + 1 if resumed_avd else 0
-    if resumed_avd and "avd_scheduler" in rest:
-        scheduler.load_state_dict(rest["avd_scheduler"])
-    keep = {k: v for k, v in rest.items() if k not in ("avd_epoch", "avd_scheduler", "resume_step", "schedulers")}
-    for m in models.values():
-        m.to(device)
-    kp_detector = models["kp_detector"].eval().requires_grad_(False)
-    logger = RunLogger(log_dir, main)
-    if main:
-        save_config(config, os.path.join(log_dir, "config.yaml"))
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        avd_train = DDP(avd, device_ids=[device.index] if device.type == "cuda" else None)
-    else:
-        avd_train = avd
-    global_batch = int(ap["batch_size"])
-    if global_batch % world:
-        raise ValueError(f"train_avd_params.batch_size {global_batch} is not divisible by {world} processes")
-    dataset = dataset if dataset is not None else DatasetRepeater(_dataset(config), ap["num_repeats"])
-    global_batch = min(global_batch, len(dataset) - len(dataset) % world) or world
-    local_batch = global_batch // world
-    seed = int(config["train_params"]["seed"])
-    out_path = os.path.join(log_dir, "avd-checkpoint.pth.tar")
-    summary: dict[str, Any] = {"log_dir": log_dir, "epochs_run": 0, "checkpoint": out_path}
-
-    def save(epoch: int) -> None:
-        if main:
-            extra = dict(keep, epoch=keep.get("epoch", 0), avd_epoch=epoch, avd_scheduler=scheduler.state_dict())
-            save_checkpoint(out_path, models, {"optimizer_avd": optimizer}, **extra)
-            if (epoch + 1) % int(ap["checkpoint_freq"]) == 0 or epoch + 1 == int(ap["num_epochs"]):
-                save_checkpoint(os.path.join(log_dir, f"avd-{epoch:08d}-checkpoint.pth.tar"), models,
-                                {"optimizer_avd": optimizer}, **extra)
-
-    with StopRequested() as stop:
-        for epoch in range(start_epoch, int(ap["num_epochs"])):
-            avd_train.train()
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            sampler = EpochSampler(len(dataset), global_batch, epoch, seed, rank, world,
-                                   max_batches=ap["max_steps_per_epoch"])
-            loader = make_loader(dataset, sampler, local_batch, int(ap["dataloader_workers"]), device)
-            gen = torch.Generator().manual_seed(seed * 104729 + epoch)
-            total, count = 0.0, 0
-            for batch in loader:
-                batch = _to_device(batch, device, False)
-                with torch.no_grad():
-                    kp_source = kp_detector(batch["source"])
-                    kp_driving = kp_detector(batch["driving"])
-                    uniform = torch.rand(global_batch, 2, generator=gen)[rank * local_batch:(rank + 1) * local_batch]
-                    scaled = random_scale(kp_driving["fg_kp"], ap["random_scale"], uniform)
-                rec = avd_train(kp_source, {"fg_kp": scaled})
-                loss = ap["lambda_shift"] * torch.abs(kp_driving["fg_kp"] - rec["fg_kp"]).mean()
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                total += float(du.all_reduce_mean(loss.detach()))
-                count += 1
-                if du.any_rank(stop.requested, device):
-                    stop.requested = True
-                    break
-            scheduler.step()
-            logger.line(f"avd {epoch:08d}) rec_kp - {total / max(1, count):.5f}")
-            logger.scalars({"rec_kp": total / max(1, count)}, epoch, prefix="avd/")
-            save(epoch)
-            summary["epochs_run"] += 1
-            summary["last_loss"] = total / max(1, count)
-            if stop.requested:
-                summary["stopped"] = True
-                break
-    du.barrier()
-    logger.close()
-    return summary
+    return fit(AVDTraining, config, models, log_dir, checkpoint, device, dataset)

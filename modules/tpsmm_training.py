@@ -2,8 +2,9 @@
 
 `TPSMMFullModel.forward` returns `{loss name: weighted scalar}` plus the generated
 tensors; the trainer only sums them. `TPSMMTraining` is the family's training
-interface used by `train.py` (see its docstring): networks, optimizers,
-schedulers, one `step`, and checkpoint contents.
+class used by `train.py` (the interface is in train.py's docstring): networks,
+optimizers, schedulers, the random draws and the stages of a step. `AVDTraining`
+is the AVD stage (MRAA Sec. 3.3) through the same trainer.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from torch import nn
 from modules.blocks import ImagePyramid
 from modules.geometry import TPSParams, random_tps, tps_grid_random_mode, tps_warp_random_mode
 from utils import optim
+from utils.optim import GradClip, Stage
 
 
 def dropout_probability(epoch: int, train_params: dict) -> float | None:
@@ -129,6 +131,7 @@ class TPSMMTraining:
     def __init__(self, models: dict[str, nn.Module], config: dict, perceptual: nn.Module | None):
         tp = config["train_params"]
         self.train_params = tp
+        self.loop_params = tp
         self.num_tps = config["model_params"]["common_params"]["num_tps"]
         self.models = {k: v for k, v in models.items() if k != "avd_network"}
         self.full = TPSMMFullModel(models["kp_detector"], models["dense_motion_network"],
@@ -159,32 +162,97 @@ class TPSMMTraining:
                                      tps.control_params[rows].to(device))
         return out
 
-    def forward_backward(self, batch: dict, epoch: int, draws: dict, autocast, scaler=None) -> tuple[dict, dict]:
-        """Losses of one batch, back-propagated (gradients accumulate until `optimizer_step`)."""
-        with autocast():
-            losses, generated = self.ddp_modules["full"](batch["source"], batch["driving"], epoch, **draws)
-        loss = sum(v.mean() for v in losses.values())
-        assert torch.isfinite(loss), {k: float(v) for k, v in losses.items()}
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        return {k: v.detach().mean() for k, v in losses.items()}, generated
+    def stages(self, epoch: int) -> list[Stage]:
+        """One stage: every loss back-propagated once; `optimizer` steps, and the bg predictor's from `bg_start`.
 
-    def optimizer_step(self, epoch: int, scaler=None) -> None:
-        """Clip (infinity norm) and step, as the reference does; bg predictor only from `bg_start`."""
+        kp detector, dense motion and (from `bg_start`) bg predictor are clipped, each on its own,
+        to `grad_clip` in the infinity norm, as the reference does.
+        """
         tp = self.train_params
-        clip = tp["grad_clip"]
         use_bg = "bg_predictor" in self.models and epoch >= tp["bg_start"]
-        if scaler is not None:
-            for opt in self.optimizers.values():
-                scaler.unscale_(opt)
-        for name in ("kp_detector", "dense_motion_network") + (("bg_predictor",) if use_bg else ()):
-            torch.nn.utils.clip_grad_norm_(self.models[name].parameters(), max_norm=clip, norm_type=math.inf)
-        for name, opt in self.optimizers.items():
-            if name != "optimizer_bg_predictor" or use_bg:
-                scaler.step(opt) if scaler is not None else opt.step()
-            opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.update()
+        clipped = ("kp_detector", "dense_motion_network") + (("bg_predictor",) if use_bg else ())
+        clip = tuple(GradClip(tuple(self.models[name].parameters()), tp["grad_clip"], math.inf) for name in clipped)
+        optimizers = ("optimizer",) + (("optimizer_bg_predictor",) if use_bg else ())
+
+        def losses(batch: dict, draws: dict, shared: dict) -> dict[str, torch.Tensor]:
+            out, shared["generated"] = self.ddp_modules["full"](batch["source"], batch["driving"], epoch, **draws)
+            return out
+
+        return [Stage(optimizers, losses, clip)]
 
     def checkpoint_models(self, epoch: int) -> dict[str, nn.Module]:
         """Networks saved in the published layout."""
+        return dict(self.models)
+
+
+def random_scale(kp: torch.Tensor, scale: float, uniform: torch.Tensor) -> torch.Tensor:
+    """Keypoints (B, N, 2) times a random diagonal in [1 - scale, 1 + scale] (AVD training, MRAA Sec. 3.3).
+
+    `uniform` (B, 2) holds the U(0, 1) draws.
+    """
+    theta = torch.diag_embed(uniform * (2 * scale) + (1 - scale)).unsqueeze(1).to(kp)  # B x 1 x 2 x 2
+    return torch.matmul(theta, kp.unsqueeze(-1)).squeeze(-1)
+
+
+class AVDTraining:
+    """The AVD stage (MRAA Sec. 3.3) as a training class: the AVD network learns to rebuild the driving
+    keypoints from the source's and randomly rescaled driving keypoints of a frozen keypoint detector.
+
+    Loop settings come from `train_avd_params` (the seed from `train_params`). Checkpoints are
+    `avd-checkpoint.pth.tar` (+ `avd-%08d-checkpoint.pth.tar`): every network of the main checkpoint
+    plus `avd_network` and `optimizer_avd`, the main run's other entries kept, `avd_epoch` (the
+    stage's epoch) and `avd_scheduler`. `models` must hold the main checkpoint's networks.
+    """
+
+    uses_perceptual = False
+    checkpoint_prefix = "avd-"
+    epoch_key = "avd_epoch"
+    log_tag = "avd"
+
+    def __init__(self, models: dict[str, nn.Module], config: dict, perceptual: nn.Module | None = None):
+        ap = config["train_avd_params"]
+        tp = config["train_params"]
+        self.avd_params = ap
+        self.loop_params = dict(ap, seed=tp["seed"], precision="fp32", channels_last=False,
+                                log_freq=tp["log_freq"], image_freq=tp["image_freq"])
+        self.models = dict(models)
+        self.kp_detector = models["kp_detector"].eval().requires_grad_(False)
+        self.ddp_modules: dict[str, nn.Module] = {"avd": models["avd_network"]}
+        opt = optim.adam(models["avd_network"].parameters(), lr=ap["lr"], betas=(0.5, 0.999))
+        self.optimizers = {"optimizer_avd": opt}
+        self.schedulers = {"optimizer_avd": torch.optim.lr_scheduler.MultiStepLR(opt, ap["epoch_milestones"],
+                                                                                  gamma=0.1)}
+        self._kept: dict[str, Any] = {}
+
+    def draws(self, epoch: int, step: int, global_batch: int, rows: slice, device) -> dict[str, Any]:
+        """This rank's rows of the step's U(0, 1) scale draws (global batch x 2), seeded by (seed, epoch, step)."""
+        seed = int(self.loop_params["seed"])
+        gen = torch.Generator().manual_seed((seed * 104729 + epoch) * 1_000_033 + step)
+        return {"uniform": torch.rand(global_batch, 2, generator=gen)[rows].to(device)}
+
+    def stages(self, epoch: int) -> list[Stage]:
+        ap = self.avd_params
+
+        def losses(batch: dict, draws: dict, shared: dict) -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                kp_source = self.kp_detector(batch["source"])
+                kp_driving = self.kp_detector(batch["driving"])
+                scaled = random_scale(kp_driving["fg_kp"], ap["random_scale"], draws["uniform"])  # B x K*5 x 2
+            rec = self.ddp_modules["avd"](kp_source, {"fg_kp": scaled})
+            return {"rec_kp": ap["lambda_shift"] * torch.abs(kp_driving["fg_kp"] - rec["fg_kp"]).mean()}
+
+        return [Stage(("optimizer_avd",), losses)]
+
+    def on_resume(self, rest: dict) -> None:
+        """Keep the main run's entries; read an older AVD checkpoint's lone `avd_scheduler`."""
+        self._kept = {k: v for k, v in rest.items()
+                      if k not in ("avd_epoch", "avd_scheduler", "resume_step", "schedulers", "grad_scaler")}
+        if "avd_scheduler" in rest and "optimizer_avd" not in (rest.get("schedulers") or {}):
+            rest["schedulers"] = {"optimizer_avd": rest["avd_scheduler"]}
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return dict(self._kept, epoch=self._kept.get("epoch", 0),
+                    avd_scheduler=self.schedulers["optimizer_avd"].state_dict())
+
+    def checkpoint_models(self, epoch: int) -> dict[str, nn.Module]:
         return dict(self.models)

@@ -1,7 +1,6 @@
 """Shared harness for the DDP tests: N gloo processes vs one process on the same global batch."""
 from __future__ import annotations
 
-import contextlib
 import socket
 from typing import Callable
 
@@ -30,6 +29,22 @@ def batchnorm_eval(modules) -> None:
                 sub.eval()
 
 
+def backward_only(family, batch: dict, epoch: int, draws: dict) -> dict[str, torch.Tensor]:
+    """Every stage's backward as the trainer runs it, without the optimizer steps: the losses.
+
+    A stage zeroes only its own optimizers' gradients, so afterwards each network holds the
+    gradients of the stage that steps it (e.g. FOMM's discriminator: those of `disc_gan`).
+    """
+    from train import TrainStep
+
+    step = TrainStep(family)
+    shared: dict = {}
+    losses: dict = {}
+    for stage in family.stages(epoch):
+        losses.update(step.backward(stage, batch, draws, shared))
+    return losses
+
+
 def _worker(rank: int, world: int, port: int, out: str, make_family: Callable, make_batch: Callable,
             epoch: int, step: int, global_batch: int) -> None:
     torch.set_num_threads(1)
@@ -40,8 +55,7 @@ def _worker(rank: int, world: int, port: int, out: str, make_family: Callable, m
     local = global_batch // world
     rows = slice(rank * local, (rank + 1) * local)
     data = {k: v[rows] for k, v in make_batch().items()}
-    family.forward_backward(data, epoch, family.draws(epoch, step, global_batch, rows, "cpu"),
-                            contextlib.nullcontext)
+    backward_only(family, data, epoch, family.draws(epoch, step, global_batch, rows, "cpu"))
     if rank == 0:
         torch.save(gradients(family), out)
     dist.destroy_process_group()
@@ -56,5 +70,5 @@ def ddp_and_single_gradients(tmp_path, make_family: Callable, make_batch: Callab
     ddp = torch.load(out, weights_only=True)
     family = make_family()
     draws = family.draws(epoch, step, global_batch, slice(0, global_batch), "cpu")
-    losses, _ = family.forward_backward(make_batch(), epoch, draws, contextlib.nullcontext)
+    losses = backward_only(family, make_batch(), epoch, draws)
     return ddp, gradients(family), losses, draws, family

@@ -5,8 +5,8 @@ Three Adam optimisers (betas (0.5, 0.999), no weight decay), as the reference:
 `optimizer_discriminator`; MultiStepLR(gamma 0.1) each. One step = generator + keypoint
 update on the generator losses and, when `generator_gan != 0`, a discriminator update
 on `disc_gan` (the discriminator's gradients from the generator losses are discarded,
-as the reference does). No gradient clipping unless `train_params.grad_clip` is set.
-The interface (`draws`, `forward_backward`, `optimizer_step`, ...) is train.py's.
+as the reference does); the two are stages (`utils.optim.Stage`) the trainer runs in order. No gradient clipping unless `train_params.grad_clip` is set.
+The interface (`draws`, `stages`, ...) is train.py's: the trainer back-propagates and steps.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from torch import nn
 from modules.fomm.losses import FOMMDiscriminatorFull, FOMMGeneratorFull
 from modules.fomm.transform import RandomTransform
 from utils import optim
+from utils.optim import GradClip, Stage
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
@@ -34,6 +35,7 @@ class FOMMTraining:
     def __init__(self, models: dict[str, nn.Module], config: dict, perceptual: nn.Module | None = None):
         tp = config["train_params"]
         self.train_params = tp
+        self.loop_params = tp
         self.models = {name: models[name] for name in ("kp_detector", "generator", "discriminator")}
         self.use_gan = tp["loss_weights"]["generator_gan"] != 0
         self.full = FOMMGeneratorFull(self.models, tp, perceptual=perceptual)
@@ -67,49 +69,28 @@ class FOMMTraining:
         return {"transform": RandomTransform(theta, full.control_points.to(device), full.control_params[rows].to(device),
                                              align_corners=full.align_corners)}
 
-    def forward_backward(self, batch: dict, epoch: int, draws: dict, autocast, scaler=None) -> tuple[dict, dict]:
-        """Generator losses back-propagated, then (GAN configs) the discriminator loss on the detached
-        prediction, back-propagated after discarding the discriminator's gradients from the generator
-        losses. Same result as the reference's order (generator step before the discriminator pass): the
-        generator step changes neither the detached prediction nor the discriminator."""
-        with autocast():
-            losses, generated = self.ddp_modules["full"](batch, transform=draws.get("transform"))
-        loss = sum(v.mean() for v in losses.values())
-        assert torch.isfinite(loss), {k: float(v) for k, v in losses.items()}
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        out = {k: v.detach().mean() for k, v in losses.items()}
+    def stages(self, epoch: int) -> list[Stage]:
+        """The generator stage (generator + keypoint optimisers on the generator losses) and, for GAN configs,
+        the discriminator stage on the detached prediction. The trainer zeroes a stage's gradients before
+        its backward, so the discriminator's gradients from the generator losses are discarded, as the
+        reference does; the generator step before the discriminator pass is the reference's order."""
+        clip = ()
+        value = self.train_params.get("grad_clip")
+        if value:
+            clip = tuple(GradClip(tuple(self.models[name].parameters()), value, math.inf)
+                         for name in ("kp_detector", "generator"))
+
+        def generator_losses(batch: dict, draws: dict, shared: dict) -> dict[str, torch.Tensor]:
+            losses, shared["generated"] = self.ddp_modules["full"](batch, transform=draws.get("transform"))
+            return losses
+
+        def discriminator_losses(batch: dict, draws: dict, shared: dict) -> dict[str, torch.Tensor]:
+            return self.ddp_modules["disc_full"](batch, shared["generated"])
+
+        stages = [Stage(("optimizer_generator", "optimizer_kp_detector"), generator_losses, clip)]
         if self.use_gan:
-            self.optimizers["optimizer_discriminator"].zero_grad(set_to_none=True)
-            with autocast():
-                disc_losses = self.ddp_modules["disc_full"](batch, generated)
-            disc_loss = sum(v.mean() for v in disc_losses.values())
-            assert torch.isfinite(disc_loss), {k: float(v) for k, v in disc_losses.items()}
-            (scaler.scale(disc_loss) if scaler is not None else disc_loss).backward()
-            out.update({k: v.detach().mean() for k, v in disc_losses.items()})
-        return out, generated
-
-    def optimizer_step(self, epoch: int, scaler=None) -> None:
-        """Step the generator and keypoint optimisers (and the discriminator's for GAN configs)."""
-        names = ["optimizer_generator", "optimizer_kp_detector"] + (["optimizer_discriminator"] if self.use_gan else [])
-        if scaler is not None:
-            for name in names:
-                scaler.unscale_(self.optimizers[name])
-        clip = self.train_params.get("grad_clip")
-        if clip:
-            for name in ("kp_detector", "generator"):
-                torch.nn.utils.clip_grad_norm_(self.models[name].parameters(), max_norm=clip, norm_type=math.inf)
-        for name, opt in self.optimizers.items():
-            if name in names:
-                scaler.step(opt) if scaler is not None else opt.step()
-            opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.update()
-
-    def step(self, batch: dict, epoch: int, autocast, draws: dict | None = None) -> tuple[dict, dict]:
-        """forward_backward + optimizer_step (the transform from the global RNG unless `draws` is given)."""
-        losses, generated = self.forward_backward(batch, epoch, draws or {}, autocast)
-        self.optimizer_step(epoch)
-        return losses, generated
+            stages.append(Stage(("optimizer_discriminator",), discriminator_losses))
+        return stages
 
     def checkpoint_models(self, epoch: int) -> dict[str, nn.Module]:
         """Networks saved in the published layout (kp_detector, generator, discriminator)."""
