@@ -104,6 +104,14 @@ def test_keys_kept_only_for_compatibility_are_listed():
     assert "visualizer_params.colormap" in compat_keys(FOMM_SCHEMA)
 
 
+def test_a_key_left_out_takes_its_default_even_when_null_is_allowed():
+    raw = yaml.safe_load(open(TINY, encoding="utf-8"))
+    raw["train_params"].pop("grad_clip", None)
+    assert load_config(raw)["train_params"]["grad_clip"] == 10.0
+    raw["train_params"]["grad_clip"] = None
+    assert load_config(raw)["train_params"]["grad_clip"] is None
+
+
 def test_explicit_family_name_and_unknown_family(tmp_path):
     raw = yaml.safe_load(open(TINY, encoding="utf-8"))
     assert load_config({**raw, "model_family": "tpsmm"})["model_family"] == "tpsmm"

@@ -187,7 +187,7 @@ def validate(raw: Mapping[str, Any] | None, schema: Mapping[str, Any], source: s
     for key, spec in schema.items():
         sub = f"{path}.{key}" if path else key
         if isinstance(spec, Spec):
-            out[key] = spec.check(raw.get(key), sub, source)
+            out[key] = spec.check(raw[key], sub, source) if key in raw else copy.deepcopy(spec.default)
         else:
             out[key] = validate(raw.get(key), spec, source, sub)
     return out
