@@ -41,4 +41,7 @@ def test_two_process_gradients_equal_single_process(tmp_path):
     assert any(k.startswith("bg_predictor.") for k in single)
     for key, value in single.items():
         scale = value.abs().max().item() + 1e-8
-        assert (value - ddp[key]).abs().max().item() <= 1e-4 * scale + 1e-6, key
+        # 1e-4 holds on Xeons; an AMD EPYC computes gradients up to 9e-3 (relative to the tensor's max) apart with the
+        # untouched code (split batches, other kernel summation orders through ill-conditioned TPS solves of
+        # the seeded tiny model). A real DDP fault (a missing all-reduce, wrong rows) is off by O(1).
+        assert (value - ddp[key]).abs().max().item() <= 2e-2 * scale + 1e-6, key
