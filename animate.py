@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from modules.animation import MODES, Animator, make_animation  # noqa: F401  (public API: animate.make_animation)
+from modules.fomm.animation import normalize_kp  # noqa: F401  (FOMM clients import it from here)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Networks a checkpoint may lack for animation (loaded only when the mode needs them).

@@ -19,10 +19,14 @@ def deform_input(inp: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
 
 
 class InpaintingNetwork(nn.Module):
-    """Source image + dense motion -> prediction (and the warped encoder maps for the warp loss)."""
+    """Source image + dense motion -> prediction (and the warped encoder maps for the warp loss).
+
+    `num_tps` and `bg` are accepted, unused, so that the reference's config-splat call
+    `InpaintingNetwork(**generator_params, **common_params)` works unchanged.
+    """
 
     def __init__(self, num_channels: int, block_expansion: int, max_features: int, num_down_blocks: int,
-                 multi_mask: bool = True):
+                 multi_mask: bool = True, num_tps: int | None = None, bg: bool = False):
         super().__init__()
         self.num_down_blocks = num_down_blocks
         self.multi_mask = multi_mask

@@ -91,3 +91,6 @@ class FOMMDenseMotionNetwork(nn.Module):
         if self.occlusion is not None:
             out["occlusion_map"] = torch.sigmoid(self.occlusion(features))  # B x 1 x h x w
         return out
+
+
+DenseMotionNetwork = FOMMDenseMotionNetwork  # the reference's name
