@@ -240,7 +240,7 @@ def _to_float(image: np.ndarray) -> np.ndarray:
 def read_inputs(source_path: str, driving_path: str, img_shape: Sequence[int]) -> tuple[np.ndarray, list, float]:
     """The reference's reading: imageio, then skimage `resize` of the whole frame to `img_shape` (no crop).
 
-    A folder of frames (sorted; 8- or 16-bit PNGs kept at full depth) is a video too.
+    A folder of frames (sorted, read by imageio at full depth: 16-bit PNG, float TIFF) is a video too.
     """
     import imageio.v2 as imageio
     from skimage.transform import resize
