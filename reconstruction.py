@@ -38,6 +38,7 @@ from torch import nn
 from evaluation.videos import dataset_test_videos, resize_frames, to_uint8
 from modules.checkpoint import CheckpointError, load_checkpoint, unwrap
 from utils.config import ConfigError, load_config, save_config
+from utils.frame_size import frame_size
 from utils.video import MediaError, open_video
 
 OUTPUT_DIR = "reconstruction"
@@ -193,6 +194,7 @@ def reconstruction(config: Mapping[str, Any] | str, models: dict[str, nn.Module]
     """
     from tqdm import tqdm
 
+    requested = config  # frame_shape as written (null: frames as stored)
     config = load_config(config)
     root = dataset_root or config["dataset_params"]["root_dir"]
     if not root:
@@ -203,7 +205,7 @@ def reconstruction(config: Mapping[str, Any] | str, models: dict[str, nn.Module]
     batch_size = int(batch_size or config["evaluation_params"]["batch_size"])
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    size = tuple(config["dataset_params"]["frame_shape"][:2])
+    size = frame_size(requested, root_dir=root)
 
     models = dict(models)  # load_weights drops unused networks from this copy only
     info = load_weights(models, checkpoint)
@@ -280,7 +282,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         config = load_config(args.config)
         models = build_models(config)
-        reconstruction(config, models, args.checkpoint, args.log_dir, dataset_root=args.dataset_root,
+        reconstruction(args.config, models, args.checkpoint, args.log_dir, dataset_root=args.dataset_root,
                        device=args.device, batch_size=args.batch_size, max_videos=args.max_videos,
                        write_mp4=not args.no_mp4, progress=not args.quiet)
         if args.evaluate:

@@ -59,8 +59,13 @@ def name_size(config_path: str | None) -> tuple[int, int] | None:
     return (int(match.group(1)),) * 2 if match else None
 
 
-def frame_size(config: Mapping[str, Any] | str | os.PathLike, config_path: str | None = None) -> tuple[int, int]:
-    """(H, W) the config's frames are read, trained, reconstructed and animated at (see module doc)."""
+def frame_size(config: Mapping[str, Any] | str | os.PathLike, config_path: str | None = None,
+               root_dir: str | None = None) -> tuple[int, int]:
+    """(H, W) the config's frames are read, trained, reconstructed and animated at (see module doc).
+
+    `config`: a YAML path or a config dict (raw or resolved); `config_path`: the YAML file a dict
+    came from (its `frame_shape` as written wins); `root_dir`: the data to look at instead of the config's.
+    """
     shape, _ = _raw_frame_shape(config, config_path)
     if shape is not None:
         return int(shape[0]), int(shape[1])
@@ -71,4 +76,4 @@ def frame_size(config: Mapping[str, Any] | str | os.PathLike, config_path: str |
     elif path and os.path.isfile(path):
         with open(path) as f:
             root = ((yaml.safe_load(f) or {}).get("dataset_params") or {}).get("root_dir")
-    return stored_size(root) or name_size(path) or (DEFAULT_SIZE, DEFAULT_SIZE)
+    return stored_size(root_dir or root) or name_size(path) or (DEFAULT_SIZE, DEFAULT_SIZE)
