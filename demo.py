@@ -12,7 +12,8 @@ Code written for the published TPSMM or FOMM demo runs unchanged:
     frames = make_animation(source_image, driving_video, generator, kp_detector, relative=True,
                             adapt_movement_scale=True, cpu=True)
 
-The family comes from the config (and the networks passed), never from the name imported.
+The family comes from the config and the checkpoint (a FOMM checkpoint given `config/vox-256.yaml`,
+the FOMM reference's path, uses `config/fomm/vox-256.yaml`), never from the name imported.
 `source_image` is an H x W x 3 float array in [0, 1], `driving_video` a list (or array) of
 such frames; the result is a list of H x W x 3 float32 frames. The frames are computed by
 the framework's engines (`modules.animation.Animator`, `modules.fomm.animation.FOMMAnimator`:
@@ -61,6 +62,37 @@ def _resolve_device(device: str | torch.device | None, cpu: bool) -> torch.devic
     return torch.device(device)
 
 
+def _checkpoint_family(checkpoint_path: str) -> str | None:
+    """'fomm' (a `generator` entry), 'tpsmm' (an `inpainting_network`), or None when unreadable."""
+    try:
+        try:
+            data = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+        except (RuntimeError, ValueError):  # legacy (non-zip) files cannot be memory-mapped
+            data = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (load_checkpoint reports the problem with its own message)
+        return None
+    if not isinstance(data, dict):
+        return None
+    return "fomm" if "generator" in data else "tpsmm" if "inpainting_network" in data else None
+
+
+def resolve_config(config_path: str, checkpoint_path: str) -> str:
+    """The config of the checkpoint's family: a FOMM checkpoint given the TPSMM `config/<name>.yaml`
+    (the FOMM reference's path) uses `config/fomm/<name>.yaml`, and the other way round."""
+    from utils.config import load_config
+
+    family = load_config(config_path)["model_family"]
+    found = _checkpoint_family(checkpoint_path) if os.path.isfile(checkpoint_path) else None
+    if found is None or found == family:
+        return config_path
+    folder, name = os.path.split(os.path.abspath(config_path))
+    other = os.path.join(folder, "fomm", name) if found == "fomm" else os.path.join(os.path.dirname(folder), name)
+    if os.path.isfile(other) and load_config(other)["model_family"] == found:
+        print(f"note: {checkpoint_path} is a {found.upper()} checkpoint: using {other}", file=sys.stderr)
+        return other
+    return config_path
+
+
 def load_checkpoints(config_path: str, checkpoint_path: str, device: str | torch.device | None = None,
                      cpu: bool = False) -> tuple[nn.Module, ...]:
     """Networks of the config's family, weights loaded (keys and shapes checked), eval mode, on the device.
@@ -77,7 +109,7 @@ def load_checkpoints(config_path: str, checkpoint_path: str, device: str | torch
 
     if isinstance(device, bool):  # FOMM's load_checkpoints(config, checkpoint, True)
         device, cpu = None, device
-    config = load_config(config_path)
+    config = load_config(resolve_config(config_path, checkpoint_path))
     dev = _resolve_device(device, cpu)
     models = build_models(config)
     if config["model_family"] == "fomm":
@@ -277,11 +309,13 @@ def animate_from_args(args: argparse.Namespace) -> str:
     from utils.config import load_config
     from utils.media import has_audio
 
-    config = load_config(args.config)
-    family = config["model_family"]
+    family = load_config(args.config)["model_family"]
     for key, value in _reference_defaults(family).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    args.config = resolve_config(args.config, args.checkpoint)
+    config = load_config(args.config)
+    family = config["model_family"]
     img_shape = args.img_shape or frame_size(config, args.config)
     source, driving, fps = read_inputs(args.source_image, args.driving_video, img_shape)
     device = torch.device("cpu") if args.cpu or not torch.cuda.is_available() else torch.device("cuda")

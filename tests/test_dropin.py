@@ -290,3 +290,23 @@ def test_fomm_reference_config_splat_constructors():
             {k: v.shape for k, v in ours[name].state_dict().items()}, name
     with pytest.raises(TypeError):
         OcclusionAwareGenerator(**mp["generator_params"], **common, num_kps=3)
+
+
+def test_fomm_checkpoint_with_the_fomm_reference_config_path(tmp_path, fomm_io, tiny_config_path, capsys):
+    """FOMM's README passes config/vox-256.yaml, here TPSMM's: the checkpoint picks config/fomm/vox-256.yaml."""
+    import shutil
+
+    from demo import load_checkpoints, make_animation, resolve_config
+
+    assert resolve_config(os.path.join(ROOT, "config", "vox-256.yaml"), FOMM_CHECKPOINT) == \
+        os.path.join(ROOT, "config", "fomm", "vox-256.yaml")
+    assert resolve_config(os.path.join(ROOT, "config", "vox-256.yaml"), str(tmp_path / "absent.pth.tar")) == \
+        os.path.join(ROOT, "config", "vox-256.yaml")
+    os.makedirs(tmp_path / "config" / "fomm")
+    shutil.copy(tiny_config_path, tmp_path / "config" / "tiny.yaml")  # TPSMM config under the shared name
+    shutil.copy(FOMM_CONFIG, tmp_path / "config" / "fomm" / "tiny.yaml")
+    generator, kp_detector = load_checkpoints(str(tmp_path / "config" / "tiny.yaml"), FOMM_CHECKPOINT, cpu=True)
+    assert "FOMM checkpoint" in capsys.readouterr().err
+    frames = make_animation(fomm_io["inputs"]["source_hwc"].numpy(), list(fomm_io["inputs"]["driving_hwc"].numpy()),
+                            generator, kp_detector, relative=True, adapt_movement_scale=True, cpu=True)
+    assert_frames(frames, fomm_reference(fomm_io, "relative_adapt"), FOMM_TOL)
