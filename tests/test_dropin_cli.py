@@ -101,3 +101,45 @@ def test_missing_file_is_one_line(tmp_path, tiny_config_path, tiny_checkpoint):
     code = main(["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image",
                  str(tmp_path / "nope.png"), "--driving_video", str(tmp_path / "nope.mp4"), "--cpu"])
     assert code == 2
+
+
+def test_best_frame_animates_backwards_and_forwards(tmp_path, tiny_io, tiny_config_path, tiny_checkpoint):
+    """`--best_frame 1`: frames 1..0 animated from frame 1 backwards, frames 1..2 forwards (the reference's order)."""
+    import imageio.v2 as imageio
+    from skimage import img_as_ubyte
+
+    from demo import load_checkpoints, main, make_animation
+
+    src, drv = write_inputs(tmp_path, tiny_io["source"], tiny_io["driving"])
+    out = tmp_path / "result"
+    assert main(["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image", src,
+                 "--driving_video", drv, "--result_video", str(out), "--best_frame", "1", "--cpu"]) == 0
+    got = read_result(str(out))
+    nets = load_checkpoints(tiny_config_path, tiny_checkpoint, "cpu")
+    source = imageio.imread(src)
+    driving = [imageio.imread(os.path.join(drv, n)) for n in sorted(os.listdir(drv))]
+    backward = make_animation(source, driving[:2][::-1], *nets, device="cpu")
+    forward = make_animation(source, driving[1:], *nets, device="cpu")
+    expected = np.stack([img_as_ubyte(np.clip(f, 0, 1)) for f in backward[::-1] + forward[1:]])
+    assert got.shape == (3, 64, 64, 3) and np.array_equal(got, expected)
+    # anchored at frame 1, frame 0 is not the fixture's relative frame 0 (anchored at frame 0)
+    first = img_as_ubyte(np.clip(tiny_io["relative"][0]["prediction"][0].permute(1, 2, 0).numpy(), 0, 1))
+    assert np.abs(got[0].astype(int) - first.astype(int)).max() > 1
+
+
+def test_audio_flag_keeps_the_driving_audio(tmp_path, tiny_config_path, tiny_checkpoint):
+    from demo import main
+    from utils.media import has_audio
+    from utils.video import open_video
+
+    import imageio.v3 as iio
+
+    src = tmp_path / "s.png"
+    iio.imwrite(src, np.full((64, 64, 3), 100, np.uint8))
+    clip = os.path.join(ROOT, "tests", "data", "single_face.mp4")
+    args = ["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image", str(src),
+            "--driving_video", clip, "--cpu"]
+    assert main(args + ["--result_video", str(tmp_path / "silent.mp4")]) == 0
+    assert main(args + ["--result_video", str(tmp_path / "sound.mp4"), "--audio"]) == 0
+    assert not has_audio(str(tmp_path / "silent.mp4")) and has_audio(str(tmp_path / "sound.mp4"))
+    assert open_video(str(tmp_path / "sound.mp4")).num_frames == open_video(clip).num_frames
