@@ -45,6 +45,9 @@ from modules.animation import relative_kp  # noqa: F401  (the reference's demo.r
 from modules.fomm.animation import normalize_kp  # noqa: F401  (the reference's FOMM demo.normalize_kp)
 from utils.frame_size import frame_size
 
+__all__ = ["load_checkpoints", "make_animation", "relative_kp", "normalize_kp", "find_best_frame", "frame_size",
+           "resolve_config", "main"]
+
 BATCH = 8  # driving frames per engine call
 
 # ----------------------------------------------------------------------------- the reference API

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
