@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 import warnings
+import zipfile
 from typing import Sequence
 
 import numpy as np
@@ -59,7 +61,7 @@ def _resolve_device(device: str | torch.device | None, cpu: bool) -> torch.devic
         return torch.device("cpu")
     if device is None:
         if not torch.cuda.is_available():
-            warnings.warn("cpu=False but CUDA is not available: running on the CPU", stacklevel=3)
+            warnings.warn("CUDA is not available: running on the CPU", stacklevel=3)
             return torch.device("cpu")
         return torch.device("cuda")
     return torch.device(device)
@@ -72,7 +74,8 @@ def _checkpoint_family(checkpoint_path: str) -> str | None:
             data = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
         except (RuntimeError, ValueError):  # legacy (non-zip) files cannot be memory-mapped
             data = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001  (load_checkpoint reports the problem with its own message)
+    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile):
+        # unreadable: load_checkpoint reports it with its own one-line message
         return None
     if not isinstance(data, dict):
         return None
