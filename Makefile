@@ -26,7 +26,7 @@ browser-deps:
 	else echo "browser-deps: install chromium and chromedriver (needed by tests/test_app.py)" >&2; exit 1; fi
 
 demo: $(STAMP)
-	$(BIN)/python demo.py
+	$(BIN)/python demo_train.py
 
 app: $(STAMP)
 	$(BIN)/python app.py

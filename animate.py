@@ -25,6 +25,7 @@ import torch
 
 from modules.animation import MODES, PRECISIONS, Animator, make_animation  # noqa: F401  (public API: animate.make_animation)
 from utils.errors import UserError
+from modules.fomm.animation import normalize_kp  # noqa: F401  (FOMM clients import it from here)
 
 # Networks a checkpoint may lack for animation (loaded only when the mode needs them).
 OPTIONAL_MODELS = ("avd_network", "bg_predictor", "discriminator")

@@ -40,6 +40,7 @@ from modules.checkpoint import CheckpointError, load_checkpoint, unwrap
 from modules.family import load_config
 from utils.config import save_config
 from utils.errors import UserError
+from utils.frame_size import frame_size
 from utils.video import MediaError, open_video
 
 OUTPUT_DIR = "reconstruction"
@@ -180,6 +181,7 @@ def reconstruction(config: Mapping[str, Any] | str, models: dict[str, nn.Module]
     """
     from tqdm import tqdm
 
+    requested = config  # frame_shape as written (null: frames as stored)
     config = load_config(config)
     root = dataset_root or config["dataset_params"]["root_dir"]
     if not root:
@@ -190,7 +192,7 @@ def reconstruction(config: Mapping[str, Any] | str, models: dict[str, nn.Module]
     batch_size = int(batch_size or config["evaluation_params"]["batch_size"])
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
-    size = tuple(config["dataset_params"]["frame_shape"][:2])
+    size = frame_size(requested, root_dir=root)
 
     models = dict(models)  # load_weights drops unused networks from this copy only
     info = load_weights(models, checkpoint)
@@ -267,7 +269,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         config = load_config(args.config)
         models = build_models(config)
-        reconstruction(config, models, args.checkpoint, args.log_dir, dataset_root=args.dataset_root,
+        reconstruction(args.config, models, args.checkpoint, args.log_dir, dataset_root=args.dataset_root,
                        device=args.device, batch_size=args.batch_size, max_videos=args.max_videos,
                        write_mp4=not args.no_mp4, progress=not args.quiet)
         if args.evaluate:

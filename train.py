@@ -55,6 +55,7 @@ from modules.tpsmm_training import AVDTraining, random_scale  # noqa: F401  (ran
 from utils import dist as du
 from utils import optim
 from utils.config import save_config
+from utils.frame_size import frame_size
 
 log = logging.getLogger("train")
 
@@ -253,7 +254,7 @@ class TrainStep:
 
 def _dataset(config: dict, is_train: bool = True) -> FramesDataset:
     dp = config["dataset_params"]
-    return FramesDataset(root_dir=dp["root_dir"], frame_shape=dp["frame_shape"], id_sampling=dp["id_sampling"],
+    return FramesDataset(root_dir=dp["root_dir"], frame_shape=(*frame_size(config), 3), id_sampling=dp["id_sampling"],
                          is_train=is_train, augmentation_params=dp["augmentation_params"],
                          seed=int(config["train_params"]["seed"]))
 

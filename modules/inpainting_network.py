@@ -21,13 +21,16 @@ def deform_input(inp: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
 class InpaintingNetwork(EngineHooks, nn.Module):
     """Source image + dense motion -> prediction (and the warped encoder maps for the warp loss).
 
+    `num_tps` and `bg` are accepted, unused, so that the reference's config-splat call
+    `InpaintingNetwork(**generator_params, **common_params)` works unchanged.
+
     The animation engine runs this same forward on a prepared copy: encoder maps are warped
     and occluded in fp32, then `conv_in` puts them in the decoder's dtype and layout; the
     final sigmoid and the blend with the warped source are fp32 (`conv_out`).
     """
 
     def __init__(self, num_channels: int, block_expansion: int, max_features: int, num_down_blocks: int,
-                 multi_mask: bool = True):
+                 multi_mask: bool = True, num_tps: int | None = None, bg: bool = False):
         super().__init__()
         self.num_down_blocks = num_down_blocks
         self.multi_mask = multi_mask

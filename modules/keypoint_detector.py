@@ -9,9 +9,13 @@ from modules.blocks import EngineHooks, FP32Linear
 
 
 class KPDetector(EngineHooks, nn.Module):
-    """Image (B, 3, H, W) -> {'fg_kp': (B, K*5, 2)} in [-1, 1]."""
+    """Image (B, 3, H, W) -> {'fg_kp': (B, K*5, 2)} in [-1, 1].
 
-    def __init__(self, num_tps: int, num_channels: int = 3):
+    `bg` and `multi_mask` are accepted, unused, so that the reference's config-splat call
+    `KPDetector(**common_params)` works unchanged.
+    """
+
+    def __init__(self, num_tps: int, num_channels: int = 3, bg: bool = False, multi_mask: bool = True):
         super().__init__()
         self.num_tps = num_tps
         self.fg_encoder = models.resnet18(weights=None)

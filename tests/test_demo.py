@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_demo_smoke(tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "demo.py"), "--epochs", "1", "--steps_per_epoch", "1",
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "demo_train.py"), "--epochs", "1", "--steps_per_epoch", "1",
                            "--work_dir", str(tmp_path)], capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -102,3 +102,6 @@ class FOMMDenseMotionNetwork(EngineHooks, nn.Module):
         if self.occlusion is not None:
             out["occlusion_map"] = torch.sigmoid(self.conv_out(self.occlusion(features)))  # B x 1 x h x w
         return out
+
+
+DenseMotionNetwork = FOMMDenseMotionNetwork  # the reference's name

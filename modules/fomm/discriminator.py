@@ -64,11 +64,13 @@ class MultiScaleDiscriminator(nn.Module):
     """One `Discriminator` per scale; input is an image pyramid {'prediction_<s>': (B, C, H_s, W_s)}.
 
     Returns {'feature_maps_<s>': [maps], 'prediction_map_<s>': (B, 1, h, w)}.
+    `estimate_jacobian` is accepted, unused, so that the reference's config-splat call
+    `MultiScaleDiscriminator(**discriminator_params, **common_params)` works unchanged.
     """
 
     def __init__(self, scales=(1,), num_channels: int = 3, block_expansion: int = 64, num_blocks: int = 4,
                  max_features: int = 512, sn: bool = False, use_kp: bool = False, num_kp: int = 10,
-                 kp_variance: float = 0.01):
+                 kp_variance: float = 0.01, estimate_jacobian: bool = False):
         super().__init__()
         self.scales = list(scales)
         self.discs = nn.ModuleDict({

@@ -31,11 +31,16 @@ class FOMMGenerator(EngineHooks, nn.Module):
     inside the generator). `encode(source)` is the part that depends on the source only,
     so the animation engine computes it once per video, and runs this same forward on a
     prepared copy (`conv_in` / `conv_out`: decoder in its dtype, sampling and sigmoid fp32).
+
+    `estimate_jacobian` is accepted, unused (the Jacobians come with the keypoints), so that
+    the reference's `OcclusionAwareGenerator(**generator_params, **common_params)` works;
+    `OcclusionAwareGenerator` is this class under the reference's name.
     """
 
     def __init__(self, num_channels: int, num_kp: int, block_expansion: int, max_features: int,
                  num_down_blocks: int, num_bottleneck_blocks: int, estimate_occlusion_map: bool = False,
-                 dense_motion_params: dict | None = None, align_corners: bool = False):
+                 dense_motion_params: dict | None = None, align_corners: bool = False,
+                 estimate_jacobian: bool = False):
         super().__init__()
         if dense_motion_params is not None:
             self.dense_motion_network = FOMMDenseMotionNetwork(
@@ -104,3 +109,6 @@ class FOMMGenerator(EngineHooks, nn.Module):
             output["deformed"] = warp(source_image, dense["deformation"], self.align_corners)
         output["prediction"] = self.decode(self.conv_in(out))
         return output
+
+
+OcclusionAwareGenerator = FOMMGenerator  # the reference's name (FOMM clients: from modules.fomm.generator import ...)

@@ -63,3 +63,6 @@ class FOMMKPDetector(EngineHooks, nn.Module):
                 jac = (heatmap.unsqueeze(2) * jac_map).view(b, k, 4, h * w).sum(dim=-1)  # B x K x 4
                 out["jacobian"] = jac.view(b, k, 2, 2)  # B x K x 2 x 2, row-major
         return out
+
+
+KPDetector = FOMMKPDetector  # the reference's name (FOMM clients: from modules.fomm.keypoint_detector import ...)
