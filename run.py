@@ -4,6 +4,8 @@
     torchrun --nproc_per_node=4 run.py --config config/vox-256.yaml # DDP, one process per GPU
     python run.py --config config/vox-256.yaml --device_ids 0,1,2,3 # the same, run.py starts the processes
     python run.py --config C --mode train --checkpoint log/x/checkpoint.pth.tar   # resume
+    torchrun --max-restarts=3 --nproc_per_node=4 run.py --config C --log_dir log/run1 --checkpoint auto
+                                                   # elastic: (re)start from log/run1's newest checkpoint
     python run.py --config C --mode train_avd --checkpoint log/x/checkpoint.pth.tar
     python run.py --config C --mode reconstruction --checkpoint P   # -> <P's folder>/reconstruction/
     python run.py --config C --mode animate --checkpoint P          # -> <P's folder>/animation/ (FOMM protocol)
@@ -34,7 +36,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--log_dir", default=None,
                         help="folder for the run's outputs (default: log; reconstruction and animate with "
                              "--checkpoint: the checkpoint's folder, as the reference)")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint to resume from / to evaluate")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint to resume from / to evaluate; in train mode 'auto': --log_dir is the run "
+                             "folder, resumed from its newest complete checkpoint (fresh start if none)")
+    parser.add_argument("--dist_timeout", type=float, default=600,
+                        help="seconds a collective may wait for the other ranks before failing (under torchrun)")
     parser.add_argument("--device_ids", default=None,
                         help="GPU ids, e.g. 0,1,2,3: training starts one DDP process per id (as torchrun would); "
                              "with --device cpu, one gloo CPU process per id")
@@ -47,6 +53,8 @@ def run_folder(args, config_path: str) -> str:
     """The reference's naming: resume into the checkpoint's folder, else `<log_dir>/<config>_<time>`."""
     from utils import dist as du
 
+    if args.checkpoint == "auto" and args.mode == "train":
+        return os.path.abspath(args.log_dir)
     if args.checkpoint and args.mode == "train":
         return os.path.dirname(os.path.abspath(args.checkpoint))
     if args.mode == "train_avd":
@@ -56,10 +64,21 @@ def run_folder(args, config_path: str) -> str:
     if args.mode in ("reconstruction", "evaluate"):
         return args.log_dir
     name = os.path.splitext(os.path.basename(config_path))[0] + time.strftime("_%Y%m%d-%H%M%S")
-    folder = [os.path.join(args.log_dir, name)]
-    if du.is_distributed():  # every rank must write to rank 0's folder
-        torch.distributed.broadcast_object_list(folder, src=0)
-    return folder[0]
+    return du.broadcast_object(os.path.join(args.log_dir, name))  # every rank writes to rank 0's folder
+
+
+def resume_checkpoint(args, log_dir: str) -> str | None:
+    """--checkpoint as given, or for 'auto' the newest complete checkpoint in `log_dir` (rank 0 decides)."""
+    if args.checkpoint != "auto":
+        return args.checkpoint
+    from modules.checkpoint import latest_checkpoint
+    from utils import dist as du
+
+    found = du.broadcast_object(latest_checkpoint(log_dir) if du.is_main_process() else None)
+    if du.is_main_process():
+        print(f"--checkpoint auto: {'resuming from ' + found if found else 'no checkpoint in ' + log_dir + ', fresh start'}",
+              file=sys.stderr)
+    return found
 
 
 def default_log_dir(args) -> str:
@@ -263,13 +282,16 @@ def main(argv=None) -> int:
             return 0
         if args.mode == "train_avd" and not args.checkpoint:
             raise UserError("--mode train_avd needs --checkpoint (the main run's checkpoint)")
-        device = du.init_from_env(None if args.device is None else torch.device(args.device).type)
+        if args.checkpoint == "auto" and args.mode != "train":
+            raise UserError("--checkpoint auto is for --mode train")
+        device = du.init_from_env(None if args.device is None else torch.device(args.device).type,
+                                  timeout_s=args.dist_timeout)
         log_dir = run_folder(args, args.config)
         models = build_models(config)
         if args.mode == "train":
             from train import train
 
-            summary = train(config, models, log_dir, checkpoint=args.checkpoint, device=device)
+            summary = train(config, models, log_dir, checkpoint=resume_checkpoint(args, log_dir), device=device)
         else:
             from train import train_avd
 

@@ -55,6 +55,7 @@ from modules.tpsmm_training import AVDTraining, random_scale  # noqa: F401  (ran
 from utils import dist as du
 from utils import optim
 from utils.config import save_config
+from utils.errors import UserError
 from utils.frame_size import frame_size
 
 log = logging.getLogger("train")
@@ -123,9 +124,9 @@ def make_autocast(precision: str, device: torch.device):
         return contextlib.nullcontext
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     if dtype is None:
-        raise ValueError(f"train_params.precision must be fp32, bf16 or fp16, got {precision!r}")
+        raise UserError(f"train_params.precision must be fp32, bf16 or fp16, got {precision!r}")
     if device.type != "cuda" and dtype == torch.float16:
-        raise ValueError("fp16 autocast needs a GPU; use precision bf16 or fp32 on CPU")
+        raise UserError("fp16 autocast needs a GPU; use precision bf16 or fp32 on CPU")
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
@@ -285,7 +286,7 @@ class _Run:
                 m.to(memory_format=torch.channels_last)
         self.global_batch = int(lp["batch_size"])
         if self.global_batch % self.world:
-            raise ValueError(f"batch_size {self.global_batch} is not divisible by the {self.world} processes")
+            raise UserError(f"batch_size {self.global_batch} is not divisible by the {self.world} processes")
         self.local_batch = self.global_batch // self.world
         self.prefix = getattr(family, "checkpoint_prefix", "")
         self.epoch_key = getattr(family, "epoch_key", "epoch")
@@ -347,7 +348,7 @@ class _Run:
         sampler = EpochSampler(len(dataset), self.global_batch, epoch, int(lp["seed"]), self.rank, self.world,
                                start_batch=self.resume_step, max_batches=lp["max_steps_per_epoch"])
         if sampler.num_batches == 0:
-            raise ValueError(f"dataset has {len(dataset)} items, fewer than one batch of {self.global_batch}")
+            raise UserError(f"dataset has {len(dataset)} items, fewer than one batch of {self.global_batch}")
         loader = make_loader(dataset, sampler, self.local_batch, int(lp["dataloader_workers"]), self.device)
         totals: dict[str, float] = {}
         bar = None
@@ -457,5 +458,5 @@ def train_avd(config: dict, models: dict[str, nn.Module], checkpoint: str, log_d
     main checkpoint plus `avd_network` and `optimizer_avd` (the published layout).
     """
     if not checkpoint:
-        raise ValueError("--mode train_avd needs --checkpoint (a trained keypoint detector)")
+        raise UserError("--mode train_avd needs --checkpoint (a trained keypoint detector)")
     return fit(AVDTraining, config, models, log_dir, checkpoint, device, dataset)

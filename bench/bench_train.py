@@ -63,8 +63,9 @@ def pairs(size: int, batch: int, channels_last: bool) -> dict:
 def step(family, batch: dict, epoch: int, step_index: int, autocast) -> dict:
     b = batch["source"].shape[0]
     draws = family.draws(epoch, step_index, b, slice(0, b), torch.device("cpu"))
-    losses, _ = family.forward_backward(batch, epoch, draws, autocast)
-    family.optimizer_step(epoch)
+    from train import TrainStep
+
+    losses, _ = TrainStep(family, autocast)(batch, epoch, draws)
     return losses
 
 

@@ -97,10 +97,10 @@ def animation(args, device, peaks: dict) -> list[list]:
 
 
 def training(args, device) -> list[list]:
-    from bench_train import make_family, pairs, step
+    from bench_train import make_family, pairs
 
-    from train import make_autocast
     from modules.family import load_config
+    from train import TrainStep, make_autocast
 
     config = load_config(args.config)
     epoch = int(config["train_params"]["bg_start"])
@@ -123,8 +123,7 @@ def training(args, device) -> list[list]:
             i[0] += 1
             b = batch["source"].shape[0]
             draws = family.draws(epoch, i[0], b, slice(0, b), device)
-            family.forward_backward(batch, epoch, draws, autocast, scaler)
-            family.optimizer_step(epoch, scaler)
+            TrainStep(family, autocast, scaler)(batch, epoch, draws)
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

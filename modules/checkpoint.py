@@ -50,7 +50,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
             raise CheckpointError(_pickled_code_message(path, str(err))) from None
         raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch checkpoint "
                               f"({one_line(err, 200) or type(err).__name__})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+            IndexError) as err:  # IndexError: the weights-only unpickler on arbitrary bytes
         raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch checkpoint "
                               f"({one_line(err, 200) or type(err).__name__})") from None
     if not isinstance(data, dict):
@@ -134,6 +135,30 @@ def save_checkpoint(path: str | os.PathLike, models: Mapping[str, nn.Module],
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def latest_checkpoint(folder: str | os.PathLike, prefix: str = "") -> str | None:
+    """The newest complete training checkpoint in `folder` (for `--checkpoint auto`), or None.
+
+    `<prefix>checkpoint.pth.tar` if it reads and holds an `epoch` (it is always written
+    first), else the highest-numbered `<prefix>%08d-checkpoint.pth.tar` that does.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return None
+    numbered = sorted((name for name in os.listdir(folder)
+                       if name.startswith(prefix) and name.endswith("-checkpoint.pth.tar")
+                       and name[len(prefix):-len("-checkpoint.pth.tar")].isdigit()), reverse=True)
+    for name in [f"{prefix}checkpoint.pth.tar"] + numbered:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            if "epoch" in read_checkpoint(path):
+                return path
+        except CheckpointError:
+            continue
+    return None
 
 
 def tensors_only(value: Any, where: str = "", dropped: list[str] | None = None) -> Any:

@@ -1,7 +1,10 @@
 """Shared harness for the DDP tests: N gloo processes vs one process on the same global batch."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import sys
 from typing import Callable
 
 import torch
@@ -72,3 +75,38 @@ def ddp_and_single_gradients(tmp_path, make_family: Callable, make_batch: Callab
     draws = family.draws(epoch, step, global_batch, slice(0, global_batch), "cpu")
     losses = backward_only(family, make_batch(), epoch, draws)
     return ddp, gradients(family), losses, draws, family
+
+
+def kill_rank_at(epoch: int, step: int, rank: int = 1) -> None:
+    """Test-only fault for the elastic test: SIGKILL `rank` as it starts (epoch, step), on torchrun's first attempt.
+
+    Wraps `train.training_class` so the family's `draws` (called once per step) kills the process.
+    """
+    import train
+    from utils import dist as du
+
+    original = train.training_class
+
+    def dying(family: str):
+        cls = original(family)
+
+        class Dying(cls):
+            def draws(self, e, s, *args):
+                first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+                if (e, s) == (epoch, step) and du.get_rank() == rank and first_attempt:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return super().draws(e, s, *args)
+        return Dying
+
+    train.training_class = dying
+
+
+if __name__ == "__main__":  # torchrun tests/ddp_harness.py --kill_at EPOCH STEP <run.py arguments>
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    argv = sys.argv[1:]
+    if argv[:1] == ["--kill_at"]:
+        kill_rank_at(int(argv[1]), int(argv[2]))
+        argv = argv[3:]
+    import run
+
+    sys.exit(run.main(argv))

@@ -38,10 +38,15 @@ def barrier() -> None:
         dist.barrier()
 
 
-def init_from_env(device_kind: str | None = None) -> torch.device:
+DEFAULT_TIMEOUT_S = 600
+
+
+def init_from_env(device_kind: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> torch.device:
     """Initialise the process group when launched by torchrun (WORLD_SIZE > 1); return this rank's device.
 
     nccl on GPU, gloo on CPU. Without torchrun: no process group, cuda:0 if available else cpu.
+    `timeout_s` bounds every collective: a rank whose peer vanished (e.g. its node died) fails
+    after at most that long instead of hanging, and torchrun restarts the group.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() if device_kind is None else device_kind == "cuda"
@@ -53,8 +58,17 @@ def init_from_env(device_kind: str | None = None) -> torch.device:
         device = torch.device("cpu")
     if world > 1 and not is_distributed():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo",
-                                timeout=datetime.timedelta(minutes=30))
+                                timeout=datetime.timedelta(seconds=timeout_s))
     return device
+
+
+def broadcast_object(value, src: int = 0):
+    """`value` from rank `src` on every rank (unchanged when not distributed)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
