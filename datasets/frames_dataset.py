@@ -4,6 +4,8 @@ A video is an mp4/mov/avi/webm/gif file, a folder of frames, or a png/jpg strip 
 square frames. With `id_sampling`, a training epoch visits each id (the part of the
 name before '#') once and picks one of its videos. A training item is two frames of
 one clip, decoded alone and augmented identically; a test item is the whole clip.
+Videos are opened once, from a saved index where possible (`datasets.video_index`),
+and each item decodes only the frames it needs.
 
 Randomness of an item is a pure function of (seed, epoch, index), independent of
 the number of workers, so runs are reproducible and resumable.
@@ -20,8 +22,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from datasets.augmentation import VideoAugmentation
+from datasets.video_index import INDEX_NAME, expanded_strip, is_strip, open_videos
 from utils.errors import UserError
-from utils.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, open_video
+from utils.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +63,16 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 class FramesDataset(Dataset):
-    """Training pairs (`source`, `driving`) or whole test clips (`video`) from `root_dir/{train,test}`."""
+    """Training pairs (`source`, `driving`) or whole test clips (`video`) from `root_dir/{train,test}`.
+
+    index_cache: keep the videos' index in `<split>/.video_index.json` (rebuilt where stale).
+    frame_cache: a folder where png/jpg strips are expanded into frames on first use
+    (None: strips are decoded whole for every item).
+    """
 
     def __init__(self, root_dir: str, frame_shape=(256, 256, 3), id_sampling: bool = False, is_train: bool = True,
-                 augmentation_params: dict | None = None, seed: int = 0, pairs_list: str | None = None):
+                 augmentation_params: dict | None = None, seed: int = 0, pairs_list: str | None = None,
+                 index_cache: bool = True, frame_cache: str | None = None):
         if not root_dir:
             raise DatasetError("dataset_params.root_dir is not set")
         self.root_dir = root_dir
@@ -74,20 +83,24 @@ class FramesDataset(Dataset):
         self.epoch = 0
         self.pairs_list = pairs_list
         split = "train" if is_train else "test"
+        self.frame_cache = os.path.join(frame_cache, split) if frame_cache else None
         candidates = list_videos(root_dir, split)
+        index_file = os.path.join(root_dir, split, INDEX_NAME) if index_cache else None
+        readers, errors = open_videos(candidates, index_file)
+        for path, err in errors.items():
+            log.warning("skipping unreadable video %s: %s", path, err)
         self.videos: list[str] = []
+        self.readers: dict[str, VideoReader] = {}
         self.num_frames: dict[str, int] = {}
         for path in candidates:
-            try:
-                reader = open_video(path)
-            except MediaError as err:
-                log.warning("skipping unreadable video %s: %s", path, err)
+            if path not in readers:
                 continue
-            if is_train and reader.num_frames < 2:
+            if is_train and readers[path].num_frames < 2:
                 log.warning("skipping video with fewer than 2 frames: %s", path)
                 continue
             self.videos.append(path)
-            self.num_frames[path] = reader.num_frames
+            self.readers[path] = readers[path]
+            self.num_frames[path] = readers[path].num_frames
         if not self.videos:
             raise DatasetError(f"no readable videos in {os.path.join(root_dir, split)} "
                                f"({len(candidates)} candidate(s) checked)")
@@ -98,6 +111,14 @@ class FramesDataset(Dataset):
             self.ids = sorted(groups)
             self.groups = groups
         self.transform = VideoAugmentation(**(augmentation_params or {})) if is_train else None
+
+    def reader(self, path: str) -> VideoReader:
+        """The reader of one of the dataset's videos (a strip is expanded into `frame_cache` on first use)."""
+        reader = self.readers[path]
+        if self.frame_cache and is_strip(path):
+            reader = expanded_strip(path, reader, self.frame_cache)
+            self.readers[path] = reader
+        return reader
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -118,15 +139,18 @@ class FramesDataset(Dataset):
         """Item `index`, with randomness from (seed, epoch, draw)."""
         if not self.is_train:
             path = self.videos[index]
-            reader = open_video(path)
-            video = frames_to_tensor(np.stack(list(reader)), self.size)  # T x 3 x H x W
+            try:
+                frames = np.stack(list(self.readers[path]))
+            except MediaError as err:
+                raise DatasetError(f"failed to read {path}: {err}") from None
+            video = frames_to_tensor(frames, self.size)  # T x 3 x H x W
             return {"video": video.permute(1, 0, 2, 3), "name": os.path.basename(path)}  # 3 x T x H x W
         gen = item_generator(self.seed, self.epoch, draw)
         path = self._pick(index, gen)
         n = self.num_frames[path]
         pair = torch.randperm(n, generator=gen)[:2].sort().values.tolist()
         try:
-            frames = open_video(path).get_frames(pair)
+            frames = self.reader(path).get_frames(pair)
         except MediaError as err:
             raise DatasetError(f"failed to read frames {pair} of {path}: {err}") from None
         clip = frames_to_tensor(frames, self.size)  # 2 x 3 x H x W

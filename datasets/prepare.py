@@ -2,6 +2,10 @@
 
     python -m datasets.prepare --input raw_videos/ --output data/my-faces --kind face
     python -m datasets.prepare --input dance.mp4 --output data/my-bodies --kind person --image_shape 256,256
+    python -m datasets.prepare --metadata vox-metadata.csv --source_dir youtube/ --output data/vox   # the papers' clips
+
+With `--metadata`, the clips are the published ones (`datasets.metadata`): no detection,
+each row's frame range and box cut from the user's local copy of its source video.
 
 The VoxCeleb recipe of the FOMM/TPSMM preprocessing (video-preprocessing, `crop-video.py`),
 run offline and writing the clips itself:
@@ -280,7 +284,14 @@ def _shape(text: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Cut raw videos into face- or person-centred training clips "
                                                  "(<output>/{train,test}/<id>#<clip>.mp4).")
-    parser.add_argument("--input", nargs="+", required=True, help="video files and/or folders of videos")
+    parser.add_argument("--input", nargs="+", default=None, help="video files and/or folders of videos")
+    parser.add_argument("--metadata", default=None,
+                        help="a published cropping table (vox-metadata.csv, taichi-metadata.csv): cut those clips")
+    parser.add_argument("--source_dir", default=None, help="with --metadata: the folder holding <video_id>.mp4")
+    parser.add_argument("--default_partition", default=None, choices=("train", "test"),
+                        help="with --metadata: the split of rows without a partition column")
+    parser.add_argument("--skip_missing", action="store_true", help="with --metadata: cut what is there")
+    parser.add_argument("--workers", type=int, default=1, help="with --metadata: source videos cut in parallel")
     parser.add_argument("--output", required=True, help="dataset folder to create (gets train/, test/, clips.csv)")
     parser.add_argument("--kind", default="face", choices=KINDS, help="talking heads (face) or full body (person)")
     parser.add_argument("--image_shape", type=_shape, default=(256, 256), metavar="H,W", help="clip size (default 256,256)")
@@ -297,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test_videos", nargs="*", default=None, help="ids (or file names without extension) for test/")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if (args.input is None) == (args.metadata is None):
+        parser.error("give either --input (find clips in raw videos) or --metadata with --source_dir")
+    if args.metadata is not None:
+        return _main_metadata(args)
     try:
         summary = prepare_dataset(args.input, args.output, kind=args.kind, image_shape=args.image_shape, fmt=args.fmt,
                                   detect_every=args.detect_every, iou_with_initial=args.iou_with_initial,
@@ -309,6 +324,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    print(f"wrote {len(summary['clips'])} clips ({summary['train']} train, {summary['test']} test) "
+          f"to {summary['output']}; list in {os.path.join(summary['output'], 'clips.csv')}")
+    return 0
+
+
+def _main_metadata(args: argparse.Namespace) -> int:
+    from datasets.metadata import MetadataError, prepare_from_metadata
+
+    if args.source_dir is None:
+        print("error: --metadata needs --source_dir, the folder with the source videos <video_id>.mp4", file=sys.stderr)
+        return 2
+    try:
+        summary = prepare_from_metadata(args.metadata, args.source_dir, args.output, image_shape=args.image_shape,
+                                        fmt=args.fmt, default_partition=args.default_partition,
+                                        skip_missing=args.skip_missing, workers=args.workers,
+                                        show_progress=not args.quiet)
+    except (MetadataError, MediaError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    if summary["short"]:
+        print(f"warning: {len(summary['short'])} clip(s) shorter than the metadata says (source video ends early), "
+              f"see frames/expected_frames in clips.csv", file=sys.stderr)
     print(f"wrote {len(summary['clips'])} clips ({summary['train']} train, {summary['test']} test) "
           f"to {summary['output']}; list in {os.path.join(summary['output'], 'clips.csv')}")
     return 0

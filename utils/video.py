@@ -89,6 +89,15 @@ class VideoReader:
     def __len__(self) -> int:
         return self.num_frames
 
+    def state(self) -> dict:
+        """What `open_video(path, state=...)` needs to reopen this video without scanning it again (JSON-able)."""
+        return {"num_frames": self.num_frames, "height": self.height, "width": self.width, "fps": self.fps}
+
+    def _set_state(self, state: dict) -> None:
+        self.num_frames = int(state["num_frames"])
+        self.height, self.width = int(state["height"]), int(state["width"])
+        self.fps = float(state["fps"])
+
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         raise NotImplementedError
 
@@ -98,27 +107,50 @@ class VideoReader:
 
 
 class FolderReader(VideoReader):
-    """A folder of frame images, in sorted name order."""
+    """A folder of frame images, in sorted name order.
 
-    def __init__(self, path: str):
+    Opened from a saved `state`, it lists the folder again at each read (microseconds)
+    instead of holding every file name: a dataset may have thousands of such folders.
+    """
+
+    def __init__(self, path: str, state: dict | None = None):
         super().__init__(path)
-        self.files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
-        if not self.files:
+        self._files: list[str] | None = None
+        if state is not None:
+            self._set_state(state)
+            return
+        self._files = self._list()
+        if not self._files:
             raise MediaError(f"no frames (image files) in folder: {path}")
-        self.num_frames = len(self.files)
-        first = read_image(os.path.join(path, self.files[0]))
+        self.num_frames = len(self._files)
+        first = read_image(os.path.join(path, self._files[0]))
         self.height, self.width = first.shape[:2]
 
+    def _list(self) -> list[str]:
+        return sorted(f for f in os.listdir(self.path) if f.lower().endswith(IMAGE_EXTENSIONS))
+
+    @property
+    def files(self) -> list[str]:
+        files = self._files if self._files is not None else self._list()
+        if len(files) != self.num_frames:
+            raise MediaError(f"folder changed since it was indexed ({len(files)} frames, "
+                             f"was {self.num_frames}): {self.path}")
+        return files
+
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        return np.stack([read_image(os.path.join(self.path, self.files[i])) for i in indices])
+        files = self.files
+        return np.stack([read_image(os.path.join(self.path, files[i])) for i in indices])
 
 
 class StripReader(VideoReader):
     """One image holding frames side by side horizontally (frame width = image height)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, state: dict | None = None):
         super().__init__(path)
         self._image: np.ndarray | None = None
+        if state is not None:
+            self._set_state(state)
+            return
         image = self._load()
         h, w = image.shape[:2]
         if w % h != 0:
@@ -141,11 +173,46 @@ class StripReader(VideoReader):
             yield image[:, i * self.height:(i + 1) * self.height].copy()
 
 
-class FileVideoReader(VideoReader):
-    """A video file decoded with PyAV: exact frame count by one demux pass, seeking for random access."""
+def pack_ints(values: np.ndarray) -> list[int] | dict:
+    """A sorted int sequence for JSON: {"start", "step", "count"} when evenly spaced (most videos), else a list."""
+    values = np.asarray(values, dtype=np.int64)
+    steps = np.diff(values)
+    if len(values) >= 2 and np.all(steps == steps[0]):
+        return {"start": int(values[0]), "step": int(steps[0]), "count": len(values)}
+    return values.tolist()
 
-    def __init__(self, path: str):
+
+def unpack_ints(packed: list[int] | dict) -> np.ndarray:
+    """The inverse of `pack_ints`."""
+    if isinstance(packed, dict):
+        return packed["start"] + packed["step"] * np.arange(packed["count"], dtype=np.int64)
+    return np.asarray(packed, dtype=np.int64)
+
+
+class FileVideoReader(VideoReader):
+    """A video file decoded with PyAV, with a frame index for fast random access.
+
+    The index (every frame's presentation time and which frames are keyframes) comes
+    from one demux pass (no decoding) or from `state`, a saved index. `get_frames`
+    seeks to the keyframe before the first frame asked for and decodes forward,
+    skipping the frames no other frame refers to (non-reference B-frames) unless
+    they are asked for; it seeks again only when a later keyframe is closer to the
+    next frame asked for. The frames are exactly those of a decode from the start.
+    """
+
+    def __init__(self, path: str, state: dict | None = None):
         super().__init__(path)
+        if state is None:
+            state = self._scan(path)
+        self._set_state(state)
+        self._pts = unpack_ints(state["pts"])  # presentation times, sorted
+        self._keyframes = np.asarray(state["keyframes"], dtype=np.int64)  # frame indices of keyframes, sorted
+        if self.num_frames == 0 or len(self._pts) != self.num_frames:
+            raise MediaError(f"video has no frames: {path}")
+
+    @staticmethod
+    def _scan(path: str) -> dict:
+        """One demux pass: size, frame rate, every frame's pts and the keyframes (frame indices)."""
         import av
 
         try:
@@ -155,19 +222,20 @@ class FileVideoReader(VideoReader):
                     raise MediaError(f"no video stream in {path}")
                 stream = streams[0]
                 rate = stream.average_rate or stream.guessed_rate
-                self.fps = float(rate) if rate else 25.0
-                self.width, self.height = stream.codec_context.width, stream.codec_context.height
-                self._time_base = stream.time_base
-                self._pts = [p.pts for p in container.demux(stream) if p.size > 0 and p.pts is not None]
+                packets = [(int(p.pts), bool(p.is_keyframe)) for p in container.demux(stream)
+                           if p.size > 0 and p.pts is not None]
+                width, height = stream.codec_context.width, stream.codec_context.height
         except MediaError:
             raise
         except Exception as err:
             raise MediaError(f"not a readable video: {path} ({type(err).__name__})") from None
-        self._pts.sort()
-        self._pts_index = {p: i for i, p in enumerate(self._pts)}
-        self.num_frames = len(self._pts)
-        if self.num_frames == 0:
-            raise MediaError(f"video has no frames: {path}")
+        packets.sort()
+        keyframes = [i for i, (_, key) in enumerate(packets) if key] or [0]
+        return {"num_frames": len(packets), "height": height, "width": width, "fps": float(rate) if rate else 25.0,
+                "pts": [p for p, _ in packets], "keyframes": keyframes}
+
+    def state(self) -> dict:
+        return {**super().state(), "pts": pack_ints(self._pts), "keyframes": self._keyframes.tolist()}
 
     def _decode(self) -> Iterator[np.ndarray]:
         import av
@@ -187,44 +255,74 @@ class FileVideoReader(VideoReader):
             count += 1
             yield frame
 
+    def _frame_at(self, pts: int | None) -> int:
+        """The frame index of a presentation time (-1 when it is not a frame of the index)."""
+        if pts is None:
+            return -1
+        i = int(np.searchsorted(self._pts, pts))
+        return i if i < len(self._pts) and self._pts[i] == pts else -1
+
+    def keyframe_before(self, index: int) -> int:
+        """The index of the last keyframe at or before frame `index`."""
+        k = int(np.searchsorted(self._keyframes, index, side="right")) - 1
+        return int(self._keyframes[max(k, 0)])
+
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        """Decode only the frames asked for: seek to the keyframe before each, decode forward to it."""
+        """Decode only what the frames asked for need (see the class docstring); (n, H, W, 3) uint8."""
         import av
 
         indices = [int(i) for i in indices]
         for i in indices:
             if not 0 <= i < self.num_frames:
                 raise IndexError(f"frame {i} out of range for {self.path} ({self.num_frames} frames)")
+        wanted = sorted(set(indices))
         found: dict[int, np.ndarray] = {}
         try:
             with av.open(self.path) as container:
                 stream = container.streams.video[0]
-                for target in sorted(set(indices)):
+                packets, sent = None, -1  # the demuxer since the last seek; latest frame index sent to the decoder
+                for target in wanted:
                     if target in found:
                         continue
-                    pts = self._pts[target]
-                    container.seek(pts, stream=stream, backward=True, any_frame=False)
-                    for frame in container.decode(stream):
-                        if frame.pts is None:
-                            continue
-                        if frame.pts in self._pts_index and self._pts_index[frame.pts] in indices:
-                            found.setdefault(self._pts_index[frame.pts], frame.to_ndarray(format="rgb24"))
-                        if frame.pts >= pts:
-                            break
+                    if packets is None or self.keyframe_before(target) > sent:
+                        container.seek(int(self._pts[target]), stream=stream, backward=True, any_frame=False)
+                        packets, sent = container.demux(stream), -1
+                    sent = self._decode_to(packets, stream, target, set(wanted), found, sent)
         except av.error.FFmpegError as err:
             raise MediaError(f"video decoding failed: {self.path} ({err})") from None
-        if len(found) != len(set(indices)):
-            raise MediaError(f"could not decode frames {sorted(set(indices) - set(found))} of {self.path}")
+        if len(found) != len(wanted):
+            raise MediaError(f"could not decode frames {sorted(set(wanted) - set(found))} of {self.path}")
         return np.stack([found[i] for i in indices])
+
+    def _decode_to(self, packets, stream, target: int, wanted: set[int], found: dict, sent: int) -> int:
+        """Feed packets until frame `target` is out, keeping every wanted frame; returns the latest frame sent."""
+        context = stream.codec_context
+        wanted_pts = {int(self._pts[i]) for i in wanted}
+        for packet in packets:
+            needed = packet.pts is None or int(packet.pts) in wanted_pts
+            context.skip_frame = "DEFAULT" if needed else "NONREF"  # nothing refers to a non-reference frame
+            if packet.pts is not None:
+                sent = max(sent, self._frame_at(packet.pts))
+            for frame in packet.decode():
+                index = self._frame_at(frame.pts)
+                if index in wanted and index not in found:
+                    found[index] = frame.to_ndarray(format="rgb24")
+            if target in found:
+                break
+        context.skip_frame = "DEFAULT"
+        return sent
 
 
 class GifReader(VideoReader):
     """An animated gif (PyAV handles gifs too, but imageio keeps palette/alpha handling right)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, state: dict | None = None):
         super().__init__(path)
         import imageio.v3 as iio
 
+        if state is not None:
+            self._set_state(state)
+            return
         try:
             props = iio.improps(path, index=None)
             meta = iio.immeta(path, index=0)
@@ -247,18 +345,22 @@ class GifReader(VideoReader):
             yield to_rgb(frame)
 
 
-def open_video(path: str) -> VideoReader:
-    """Open any supported video (file, frame folder or image strip); one-line MediaError otherwise."""
+def open_video(path: str, state: dict | None = None) -> VideoReader:
+    """Open any supported video (file, frame folder or image strip); one-line MediaError otherwise.
+
+    `state` is a reader's saved `state()` for this very file (see `datasets.video_index`):
+    it skips the scan (demux pass, folder listing, strip decode) that opening costs.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise MediaError(f"file not found: {path}")
     if os.path.isdir(path):
-        return FolderReader(path)
+        return FolderReader(path, state=state)
     lower = path.lower()
     if lower.endswith(".gif"):
-        return GifReader(path)
+        return GifReader(path, state=state)
     if lower.endswith(IMAGE_EXTENSIONS):
-        return StripReader(path)
+        return StripReader(path, state=state)
     if os.path.getsize(path) == 0:
         raise MediaError(f"empty file: {path}")
-    return FileVideoReader(path)
+    return FileVideoReader(path, state=state)
