@@ -182,7 +182,8 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
                   side_by_side: str | bool | None = None, device: str = "cpu", precision: str = "fp32",
                   batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
                   img_shape: tuple[int, int] | None = None, best_frame: int | None = None,
-                  show_progress: bool = False) -> dict:
+                  show_progress: bool = False, paste_back: bool = False, max_size: int | None = 1920,
+                  colour_match: bool = False) -> dict:
     """Animate `source_image` with `driving_video` and write `result_video`; return a summary dict.
 
     config: YAML path or dict; checkpoint: a checkpoint matching it.
@@ -197,9 +198,12 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
     side_by_side: a path writes source | driving | result there too; True makes result_video side by side.
     precision: 'fp32', 'bf16' or 'fp16'; progress: callable(done_frames, total_frames).
     img_shape: (H, W) to animate at; default the config's frame_shape.
+    paste_back: every result frame is the whole photo (long side at most `max_size`; None or 0 for
+      no limit) with the animated crop blended back in (`utils.paste.PasteBack`); colour_match fits
+      the crop's colours to the photo around it. The side-by-side output stays at the model's size.
 
     Returns {'result_video', 'side_by_side', 'num_frames', 'fps', 'audio', 'anchor_frame',
-    'size', 'mode', 'crop', 'device', 'seconds', 'frames_per_second'}.
+    'size', 'mode', 'crop', 'device', 'seconds', 'frames_per_second', 'paste_back', 'result_size'}.
     Raises AnimateError / MediaError / CheckpointError / ConfigError / CropError (one-line messages)
     before anything is written; a failure while writing leaves no output file.
     """
@@ -229,10 +233,15 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
         for out in filter(None, (result_video, sbs_path)):
             if os.path.abspath(os.fspath(path)) == os.path.abspath(out.rstrip("/" + os.sep)):
                 raise AnimateError(f"the output {out} would overwrite the input {path}")
+    if paste_back and side_by_side is True:
+        raise AnimateError("--paste_back writes the full photo: give --side_by_side a PATH for the side-by-side video")
     dev = resolve_device(device)
 
     # Inputs and model, checked before anything is written.
     source_full = read_photo(os.fspath(source_image))  # upright by its EXIF orientation
+    if paste_back:  # full-frame results (utils/paste.py): the photo, at most max_size on its long side
+        from utils.paste import fit_max_size
+        source_full = fit_max_size(source_full, max_size)
     reader = open_upright_video(os.fspath(driving_video))  # upright by its display rotation
     total = reader.num_frames
     fps = float(reader.fps) if reader.fps and reader.fps > 0 else 25.0
@@ -251,7 +260,12 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
         from tqdm import tqdm
         return iter(tqdm(frames, total=total, unit="frame", desc=desc, dynamic_ncols=True, file=sys.stderr))
 
-    source = crop_resize(source_full, image_box(source_full, crop), (height, width))  # H x W x 3
+    source_box = image_box(source_full, crop)
+    source = crop_resize(source_full, source_box, (height, width))  # H x W x 3
+    paste = None
+    if paste_back:  # compose(prediction) -> full photo frame
+        from utils.paste import FEATHER, PasteBack
+        paste = PasteBack(source_full, source_box, (height, width), feather=FEATHER[crop], colour_match=colour_match)
     if crop in ("face", "person"):
         boxes = track_boxes(frames_with_bar(iter(reader), f"tracking the {crop}"), total, reader.height,
                             reader.width, crop, fps=fps)
@@ -310,7 +324,7 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
             predictions = _to_uint8(engine(_to_tensor(batch, dev)))  # T x H x W x 3
             for drv, pred in zip(batch, predictions):
                 both = _side_by_side(source, drv, pred)
-                result_writer.write(both if sbs_in_result else pred)
+                result_writer.write(both if sbs_in_result else (pred if paste is None else paste(pred)))
                 if sbs_writer is not None:
                     sbs_writer.write(both)
             done += len(batch)
@@ -344,6 +358,7 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
         "anchor_frame": anchor_index, "size": [height, width], "mode": mode, "crop": crop,
         "device": str(dev), "seconds": time.time() - start,
         "frames_per_second": done / elapsed if elapsed > 0 else float("inf"),
+        "paste_back": paste is not None, "result_size": list(paste.shape) if paste is not None else [height, width],
     }
 
 
@@ -382,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="source | driving | result: alone, the result itself; with PATH, an extra output")
     parser.add_argument("--img_shape", type=_shape, default=None, metavar="H,W",
                         help="animate at this size (default: the config's frame_shape)")
+    parser.add_argument("--paste_back", action="store_true",
+                        help="full-frame result: the whole photo with the animated face/person pasted back")
+    parser.add_argument("--max_size", type=int, default=1920,
+                        help="with --paste_back: long side of the result at most this (default 1920; 0 = the photo's)")
+    parser.add_argument("--colour_match", "--color_match", dest="colour_match", action="store_true",
+                        help="with --paste_back: match the animated crop's colours to the photo around it")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (same as --device cpu)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: CUDA if available)")
     parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS), help="compute precision")
@@ -408,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             driving_video=args.driving_video, result_video=args.result_video, mode=args.mode, crop=args.crop,
             find_best_frame=args.find_best_frame, audio=args.audio, side_by_side=args.side_by_side,
             device="cpu" if args.cpu else args.device, precision=args.precision, batch_size=args.batch_size,
-            img_shape=args.img_shape, best_frame=args.best_frame, show_progress=not args.quiet)
+            img_shape=args.img_shape, best_frame=args.best_frame, show_progress=not args.quiet,
+            paste_back=args.paste_back, max_size=args.max_size, colour_match=args.colour_match)
     except (AnimateError, MediaError, CheckpointError, ConfigError, CropError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -427,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         extra.append(f"anchor frame {info['anchor_frame']}")
     if info["audio"]:
         extra.append("with audio")
+    if info["paste_back"]:
+        extra.append(f"pasted back into the photo, {info['result_size'][1]}x{info['result_size'][0]} px")
     print(f"wrote {info['result_video']} ({', '.join(extra)})")
     if info["side_by_side"]:
         print(f"wrote {info['side_by_side']}")
