@@ -24,7 +24,10 @@ import numpy as np
 import torch
 
 from modules.animation import MODES, PRECISIONS, Animator, make_animation  # noqa: F401  (public API: animate.make_animation)
+from modules.family import family_of
 from utils.errors import UserError
+from utils.frames import to_tensor, to_uint8
+from utils.io import check_writable
 from modules.fomm.animation import normalize_kp  # noqa: F401  (FOMM clients import it from here)
 
 # Networks a checkpoint may lack for animation (loaded only when the mode needs them).
@@ -106,26 +109,9 @@ def cached_models(config: dict, checkpoint: str, mode: str, device: torch.device
 
 
 def animator_class(config: dict) -> type:
-    """The animation engine of the config's model family: `Animator` (TPSMM) or `FOMMAnimator`.
-
-    Both take (models, source, mode=, precision=, anchor=) and carry the family's
-    `size_multiple(config)` (frame sides must be multiples of it).
-    """
-    if config.get("model_family") == "fomm":
-        from modules.fomm.animation import FOMMAnimator
-        return FOMMAnimator
-    return Animator
-
-
-def _to_tensor(frames: list[np.ndarray] | np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 frames (T, H, W, 3) -> float (T, 3, H, W) in [0, 1] on `device`."""
-    array = np.ascontiguousarray(np.stack(frames) if isinstance(frames, list) else frames)
-    return torch.from_numpy(array).to(device).permute(0, 3, 1, 2).float().div_(255.0)  # T x 3 x H x W
-
-
-def _to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """float (T, 3, H, W) in [0, 1] -> uint8 (T, H, W, 3) on the CPU."""
-    return frames.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    """The animation engine of the config's model family (the registry's `Family.animator`):
+    built as cls(models, source, mode=, precision=, anchor=)."""
+    return family_of(config).animator_class()
 
 
 def _side_by_side(source: np.ndarray, driving: np.ndarray, result: np.ndarray) -> np.ndarray:
@@ -160,18 +146,46 @@ def _check_arguments(mode: str, crop: str, precision: str, batch_size: int, resu
         for out in filter(None, (result_video, sbs_path)):
             if os.path.abspath(os.fspath(path)) == os.path.abspath(out.rstrip("/" + os.sep)):
                 raise AnimateError(f"the output {out} would overwrite the input {path}")
+    for out in filter(None, (result_video, sbs_path)):
+        check_writable(out.rstrip("/" + os.sep) or out, "output")
     return crop, int(batch_size), result_video, sbs_path
 
 
-def _frame_size(cfg: dict, img_shape: tuple[int, int] | None) -> tuple[int, int]:
-    """(H, W) to animate at: `img_shape` or the config's frame_shape, checked against the family's size_multiple."""
-    frame_shape = cfg["dataset_params"]["frame_shape"]
-    height, width = (int(img_shape[0]), int(img_shape[1])) if img_shape else (int(frame_shape[0]), int(frame_shape[1]))
-    multiple = animator_class(cfg).size_multiple(cfg)
+def _frame_size(cfg: dict, img_shape: tuple[int, int] | None, config, device: torch.device,
+                batch_size: int) -> tuple[int, int]:
+    """(H, W) to animate at: `img_shape` or the config's size (`frame_shape: null` = as its data is stored,
+    `utils.frame_size`), checked against the family's size multiple and the memory it needs."""
+    from utils.frame_size import frame_size
+    from utils.resources import animation_bytes, check_fits
+
+    default = frame_size(config if isinstance(config, (str, os.PathLike)) else cfg)
+    height, width = (int(img_shape[0]), int(img_shape[1])) if img_shape else default
+    multiple = family_of(cfg).size_multiple(cfg)
     if height < 1 or width < 1 or height % multiple or width % multiple:
         raise AnimateError(f"image size {height}x{width} does not fit this model: sides must be multiples of "
-                           f"{multiple} (the config's size is {frame_shape[0]}x{frame_shape[1]})")
+                           f"{multiple} (the config's size is {default[0]}x{default[1]})")
+    channels = int(cfg["model_params"].get("generator_params", {}).get("block_expansion", 64))
+    check_fits(animation_bytes(height, width, channels, batch_size), f"animating at {height}x{width}", str(device))
     return height, width
+
+
+def _source(source_image, crop: str, size: tuple[int, int], paste_back: bool, max_size: int | None,
+            colour_match: bool):
+    """The source crop (H, W, 3) at the model's size and, with paste-back, the compositor of predictions
+    into the full photo (upright by its EXIF orientation, at most `max_size` on its long side)."""
+    from utils.crop import crop_resize, image_box
+    from utils.media import read_photo
+
+    photo = read_photo(os.fspath(source_image))
+    if paste_back:
+        from utils.paste import fit_max_size
+        photo = fit_max_size(photo, max_size)
+    box = image_box(photo, crop)
+    paste = None
+    if paste_back:  # compose(prediction) -> full photo frame
+        from utils.paste import FEATHER, PasteBack
+        paste = PasteBack(photo, box, size, feather=FEATHER[crop], colour_match=colour_match)
+    return crop_resize(photo, box, size), paste  # H x W x 3
 
 
 def _with_bar(frames: Iterator[np.ndarray], total: int, desc: str, show: bool) -> Iterator[np.ndarray]:
@@ -238,7 +252,7 @@ def _animate_frames(animator, frames: Iterator[np.ndarray], device: torch.device
     def flush(batch: list[np.ndarray]) -> None:
         nonlocal done
         with torch.inference_mode():
-            predictions = _to_uint8(animator(_to_tensor(batch, device)))  # T x H x W x 3
+            predictions = to_uint8(animator(to_tensor(batch, device)))  # T x H x W x 3
         for drv, pred in zip(batch, predictions):
             write(drv, pred)
         done += len(batch)
@@ -257,14 +271,17 @@ def _animate_frames(animator, frames: Iterator[np.ndarray], device: torch.device
 
 def _write_all(animator, frames: Iterator[np.ndarray], source: np.ndarray, dev: torch.device, batch_size: int,
                writers: tuple, sbs_in_result: bool, total: int, progress: Callable[[int, int], None] | None,
-               show_progress: bool, driving_name: str) -> int:
-    """Animate every frame into the writers, publish them; abort (no output left) on any failure."""
+               show_progress: bool, driving_name: str, paste: Callable[[np.ndarray], np.ndarray] | None = None) -> int:
+    """Animate every frame into the writers, publish them; abort (no output left) on any failure.
+
+    paste: the full-photo compositor (`utils.paste.PasteBack`) for the result, or None for the crop itself.
+    """
     result_writer, sbs_writer, group = writers
     bar = None
 
     def write(drv: np.ndarray, pred: np.ndarray) -> None:
         both = _side_by_side(source, drv, pred)
-        result_writer.write(both if sbs_in_result else pred)
+        result_writer.write(both if sbs_in_result else (pred if paste is None else paste(pred)))
         if sbs_writer is not None:
             sbs_writer.write(both)
 
@@ -300,7 +317,8 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
                   side_by_side: str | bool | None = None, device: str = "cpu", precision: str = "fp32",
                   batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
                   img_shape: tuple[int, int] | None = None, best_frame: int | None = None,
-                  show_progress: bool = False) -> dict:
+                  show_progress: bool = False, paste_back: bool = False, max_size: int | None = 1920,
+                  colour_match: bool = False) -> dict:
     """Animate `source_image` with `driving_video` and write `result_video`; return a summary dict.
 
     config: YAML path or dict; checkpoint: a checkpoint matching it.
@@ -315,30 +333,34 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
     side_by_side: a path writes source | driving | result there too; True makes result_video side by side.
     precision: 'fp32', 'bf16' or 'fp16'; progress: callable(done_frames, total_frames).
     img_shape: (H, W) to animate at; default the config's frame_shape.
+    paste_back: every result frame is the whole photo (long side at most `max_size`; None or 0 for
+      no limit) with the animated crop blended back in (`utils.paste.PasteBack`); colour_match fits
+      the crop's colours to the photo around it. The side-by-side output stays at the model's size.
 
     Returns {'result_video', 'side_by_side', 'num_frames', 'fps', 'audio', 'anchor_frame',
-    'size', 'mode', 'crop', 'device', 'seconds', 'frames_per_second'}.
+    'size', 'mode', 'crop', 'device', 'seconds', 'frames_per_second', 'paste_back', 'result_size'}.
     Raises AnimateError / MediaError / CheckpointError / ConfigError / CropError (one-line messages)
     before anything is written; a failure while writing leaves no output file.
     """
     from modules.family import load_config
-    from utils.crop import crop_resize, image_box
-    from utils.media import has_audio, open_upright_video, output_kind, read_photo
+    from utils.crop import crop_resize
+    from utils.media import has_audio, open_upright_video, output_kind
 
     start = time.time()
     crop, batch_size, result_video, sbs_path = _check_arguments(
         mode, crop, precision, batch_size, result_video, side_by_side, source_image, driving_video)
+    if paste_back and side_by_side is True:
+        raise AnimateError("--paste_back writes the full photo: give --side_by_side a PATH for the side-by-side video")
     dev = resolve_device(device)
 
     # Inputs and model, checked before anything is written.
-    source_full = read_photo(os.fspath(source_image))  # upright by its EXIF orientation
     reader = open_upright_video(os.fspath(driving_video))  # upright by its display rotation
     total = reader.num_frames
     fps = float(reader.fps) if reader.fps and reader.fps > 0 else 25.0
     cfg = load_config(config)
-    size = _frame_size(cfg, img_shape)
+    size = _frame_size(cfg, img_shape, config, dev, batch_size)
+    source, paste = _source(source_image, crop, size, paste_back, max_size, colour_match)
     models = cached_models(cfg, os.fspath(checkpoint), mode, dev)
-    source = crop_resize(source_full, image_box(source_full, crop), size)  # H x W x 3
     boxes = _driving_boxes(reader, crop, fps, show_progress)
 
     def driving_frames() -> Iterator[np.ndarray]:
@@ -347,14 +369,14 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
 
     anchor_index = _anchor_index(source, driving_frames, total, best_frame, find_best_frame, show_progress)
     anchor = crop_resize(reader.get_frames([anchor_index])[0], boxes[anchor_index], size)
-    animator = animator_class(cfg)(models, _to_tensor([source], dev), mode=mode, precision=precision,
-                                   anchor=_to_tensor([anchor], dev))
+    animator = animator_class(cfg)(models, to_tensor([source], dev), mode=mode, precision=precision,
+                                   anchor=to_tensor([anchor], dev))
 
     audio_from = os.fspath(driving_video) if audio and has_audio(os.fspath(driving_video)) else None
     writers = _open_writers(result_video, sbs_path, fps, audio_from, total)
     animate_start = time.time()
     done = _write_all(animator, driving_frames(), source, dev, batch_size, writers, side_by_side is True, total,
-                      progress, show_progress, os.fspath(driving_video))
+                      progress, show_progress, os.fspath(driving_video), paste)
     elapsed = time.time() - animate_start
     result_writer, sbs_writer, _ = writers
     return {
@@ -364,6 +386,7 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
         "anchor_frame": anchor_index, "size": list(size), "mode": mode, "crop": crop,
         "device": str(dev), "seconds": time.time() - start,
         "frames_per_second": done / elapsed if elapsed > 0 else float("inf"),
+        "paste_back": paste is not None, "result_size": list(paste.shape) if paste is not None else list(size),
     }
 
 
@@ -402,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="source | driving | result: alone, the result itself; with PATH, an extra output")
     parser.add_argument("--img_shape", type=_shape, default=None, metavar="H,W",
                         help="animate at this size (default: the config's frame_shape)")
+    parser.add_argument("--paste_back", action="store_true",
+                        help="full-frame result: the whole photo with the animated face/person pasted back")
+    parser.add_argument("--max_size", type=int, default=1920,
+                        help="with --paste_back: long side of the result at most this (default 1920; 0 = the photo's)")
+    parser.add_argument("--colour_match", "--color_match", dest="colour_match", action="store_true",
+                        help="with --paste_back: match the animated crop's colours to the photo around it")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (same as --device cpu)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: CUDA if available)")
     parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS), help="compute precision")
@@ -428,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
             driving_video=args.driving_video, result_video=args.result_video, mode=args.mode, crop=args.crop,
             find_best_frame=args.find_best_frame, audio=args.audio, side_by_side=args.side_by_side,
             device="cpu" if args.cpu else args.device, precision=args.precision, batch_size=args.batch_size,
-            img_shape=args.img_shape, best_frame=args.best_frame, show_progress=not args.quiet)
+            img_shape=args.img_shape, best_frame=args.best_frame, show_progress=not args.quiet,
+            paste_back=args.paste_back, max_size=args.max_size, colour_match=args.colour_match)
     except (AnimateError, MediaError, CheckpointError, ConfigError, CropError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -447,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         extra.append(f"anchor frame {info['anchor_frame']}")
     if info["audio"]:
         extra.append("with audio")
+    if info["paste_back"]:
+        extra.append(f"pasted back into the photo, {info['result_size'][1]}x{info['result_size'][0]} px")
     print(f"wrote {info['result_video']} ({', '.join(extra)})")
     if info["side_by_side"]:
         print(f"wrote {info['side_by_side']}")

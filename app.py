@@ -40,6 +40,7 @@ EXAMPLES_DIR = os.path.join(ROOT, "web", "examples")
 MODES = tuple(animate_cli.MODES)  # standard, relative, avd
 CHECKPOINT_SUFFIX = ".pth.tar"
 DEFAULT_MAX_FILE_SIZE_MB = 100.0
+PASTE_CHOICES = ("auto", "on", "off")  # auto: on when the photo is larger than the model's frames
 JOB_MAX_AGE_S = 15 * 60          # our job folders; Gradio keeps its copies of the results for CACHE_MAX_AGE_S
 CACHE_MAX_AGE_S = 24 * 3600
 # The demo model `make demo` trains (documented in the README, section "app").
@@ -149,6 +150,19 @@ def default_examples() -> list[list[str]]:
     return [[image, v] for v in videos if os.path.isfile(image) and os.path.isfile(v)]
 
 
+def wants_paste_back(choice: str, photo_path: str, config: Any) -> bool:
+    """The page's paste-back choice: 'on', 'off', or 'auto' = on when the (upright) photo is larger than
+    the model's frame_shape on either side (README, "Full-frame results")."""
+    if choice in ("on", "off"):
+        return choice == "on"
+    from utils.config import load_config
+    from utils.media import read_photo
+
+    frame_shape = load_config(config)["dataset_params"]["frame_shape"]
+    height, width = read_photo(photo_path).shape[:2]
+    return height > int(frame_shape[0]) or width > int(frame_shape[1])
+
+
 def _mb(num_bytes: float) -> str:
     return f"{num_bytes / 1e6:.1f} MB" if num_bytes < 1e9 else f"{num_bytes / 1e9:.2f} GB"
 
@@ -254,7 +268,8 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
         return checker.video(payload)[1]
 
     def animate(source_payload: Any, driving_payload: Any, model_name: str, mode: str, crop: str,
-                find_best: bool, side_by_side: bool, progress: gr.Progress = gr.Progress()) -> tuple:
+                find_best: bool, side_by_side: bool, paste_back: str = "auto", colour_match: bool = False,
+                progress: gr.Progress = gr.Progress()) -> tuple:
         if not models:
             raise UserError("No model is installed: put a checkpoint in checkpoints/ (see the README) "
                             "or run `make demo`.")
@@ -264,6 +279,8 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
             raise UserError(f"Unknown mode {mode!r}.")
         if crop not in CROPS:
             raise UserError(f"Unknown crop {crop!r}.")
+        if paste_back not in PASTE_CHOICES:
+            raise UserError(f"Unknown paste-back choice {paste_back!r} (use {', '.join(PASTE_CHOICES)}).")
         source, source_info = checker.image(source_payload)
         driving, driving_info = checker.video(driving_payload)
         choice = models[model_name]
@@ -280,9 +297,10 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
 
         started = time.perf_counter()
         try:
+            paste = wants_paste_back(paste_back, source, choice.config)
             info = run(choice.config, choice.checkpoint, source, driving, result, mode=mode, crop=crop,
                        find_best_frame=bool(find_best), audio=True, side_by_side=both, device=device,
-                       progress=report)
+                       progress=report, paste_back=paste, colour_match=bool(colour_match))
         except gr.Error:  # UserError included
             raise
         except Exception as err:  # known user errors carry one-line messages; others are logged in full
@@ -302,7 +320,9 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
         lines = [f"**Done** in {seconds:.1f} s: model `{choice.name}`, mode `{mode}`, crop `{crop}`.",
                  f"Source: {source_info}. Driving: {driving_info}."]
         if "num_frames" in info:
-            size = "x".join(str(v) for v in reversed(info.get("size") or [])) or "?"
+            size = "x".join(str(v) for v in reversed(info.get("result_size") or info.get("size") or [])) or "?"
+            if info.get("paste_back"):
+                size += " (the full photo, animated region pasted back)"
             lines.append(f"Result: {info['num_frames']} frames at {info.get('fps', 0):.2f} fps, {size} px, "
                          f"audio {'kept' if info.get('audio') else 'none'}, anchor frame {info.get('anchor_frame', 0)}, "
                          f"{info.get('frames_per_second', 0):.1f} frames/s on {info.get('device', device)}.")
@@ -333,6 +353,12 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
                                 info="centre square; none (resize); face / person: detected and tracked")
                 find_best = gr.Checkbox(value=False, label="find_best_frame: start from the driving frame "
                                         "whose face pose is closest to the photo", elem_id="find_best_frame")
+                paste = gr.Radio(list(PASTE_CHOICES), value="auto", label="Paste back into the full photo",
+                                 elem_id="paste_back",
+                                 info="the result is the whole photo at its size (up to 1920 px) with the animated "
+                                      "face/person blended in; auto: on when the photo is larger than the model's size")
+                colour = gr.Checkbox(value=False, label="Match the animated region's colours to the photo "
+                                     "(with paste-back)", elem_id="colour_match")
                 side_by_side = gr.Checkbox(value=True, label="Also make a side-by-side video "
                                            "(source | driving | result)", elem_id="make_side_by_side")
             with gr.Column():
@@ -352,7 +378,7 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
                       concurrency_id="check", show_progress="hidden")
         driving.upload(check_driving, inputs=driving, outputs=status, preprocess=False, concurrency_limit=None,
                        concurrency_id="check", show_progress="hidden")
-        button.click(animate, inputs=[source, driving, model, mode, crop, find_best, side_by_side],
+        button.click(animate, inputs=[source, driving, model, mode, crop, find_best, side_by_side, paste, colour],
                      outputs=[result, both, status], preprocess=False, concurrency_id="animate",
                      show_progress_on=[result])
     demo.tpsmm_work_dir = work_dir  # for clean-up by the caller

@@ -58,15 +58,11 @@ class Reconstructor:
     def __init__(self, models: Mapping[str, nn.Module], source: torch.Tensor, precision: str = "fp32"):
         if source.dim() != 4 or source.shape[0] != 1 or source.shape[1] != 3:
             raise ValueError(f"source must be (1, 3, H, W), got {tuple(source.shape)}")
-        if "generator" in models:
-            from modules.fomm.animation import FOMMAnimator
+        from modules.family import family_of_models
 
-            self.engine = FOMMAnimator(dict(models), source, mode="standard", precision=precision)
-        else:
-            from modules.animation import Animator
-
-            self.engine = Animator(dict(models), source, mode="standard", precision=precision,
-                                   background="bg_predictor" in models)
+        engine = family_of_models(models).animator_class()  # the family's animator
+        self.engine = engine(dict(models), source, mode="standard", precision=precision,
+                             background="bg_predictor" in models)
 
     def __call__(self, driving: torch.Tensor) -> torch.Tensor:
         return self.engine(driving)  # T x 3 x H x W

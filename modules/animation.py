@@ -433,12 +433,13 @@ def make_animation(source: torch.Tensor, driving: torch.Tensor, models: dict[str
     precision: 'fp32' (exact), 'bf16' or 'fp16' convolutions; anchor: the relative-mode reference
     frame (default the first driving frame).
     """
-    if "generator" in models:  # FOMM family
-        from modules.fomm import make_fomm_animation
-        return make_fomm_animation(source, driving, models, mode=mode, batch_size=batch_size, precision=precision,
-                                   anchor=anchor)
+    from modules.family import family_of_models
+
     _check_frames("driving", driving, batch_one=False)
-    animator = Animator(models, source, mode=mode, precision=precision, anchor=anchor)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    engine = family_of_models(models).animator_class()  # the family's animator (TPSMM: Animator)
+    animator = engine(models, source, mode=mode, precision=precision, anchor=anchor)
     return torch.cat([animator(driving[i:i + batch_size]) for i in range(0, driving.shape[0], batch_size)], dim=0)
 
 

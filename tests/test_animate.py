@@ -243,7 +243,7 @@ def test_sigterm_mid_run_leaves_no_file(tiny_config_path, tiny_checkpoint, media
     import signal
 
     calls = []
-    original = animate._to_uint8
+    original = animate.to_uint8
 
     def to_uint8(frames):
         calls.append(1)
@@ -251,7 +251,7 @@ def test_sigterm_mid_run_leaves_no_file(tiny_config_path, tiny_checkpoint, media
             os.kill(os.getpid(), signal.SIGTERM)
         return original(frames)
 
-    monkeypatch.setattr(animate, "_to_uint8", to_uint8)
+    monkeypatch.setattr(animate, "to_uint8", to_uint8)
     handler = signal.getsignal(signal.SIGTERM)
     code, _, err = run(["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image",
                         media["photo"], "--driving_video", media["face_short"], "--result_video",

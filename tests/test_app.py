@@ -140,7 +140,7 @@ def test_browser_upload_animate_and_download(server, browser, output_dir, tmp_pa
         UI_TIMEOUT, "the result video to be playable in the page")
     width, height = browser.execute_script(
         "const v = document.querySelector('#result_video video'); return [v.videoWidth, v.videoHeight]")
-    assert (width, height) == (64, 64)
+    assert (width, height) == (256, 256)  # paste-back 'auto': the 256 px photo is larger than the 64 px model
     assert browser.find_elements("css selector", "#side_by_side_video video")
     shot = os.path.join(output_dir, "app_result.png")
     assert browser.save_screenshot(shot) and os.path.getsize(shot) > 10_000
@@ -157,6 +157,42 @@ def test_browser_upload_animate_and_download(server, browser, output_dir, tmp_pa
     # Offline: the page asked nothing of any host but this server.
     outside = external(requested_urls(browser))
     assert not outside, f"the page requested outside URLs: {outside[:5]}"
+
+
+def test_browser_large_photo_pasted_back(server, browser, output_dir, tmp_path):
+    """A 1080x1350 photo (JPEG, made from the built-in one), face crop, paste-back left on 'auto': the page shows
+    and serves the full-size result with the driving clip's frame count."""
+    from PIL import Image
+
+    from utils.media import probe
+
+    frames = 6
+    clip = _cut_clip(os.path.join(EXAMPLES, "single_face.mp4"), str(tmp_path / "nod.mp4"), frames)
+    photo = Image.open(os.path.join(EXAMPLES, "astronaut.png")).convert("RGB").resize((1350, 1350), Image.BICUBIC)
+    path = str(tmp_path / "large.jpg")
+    photo.crop((135, 0, 135 + 1080, 1350)).save(path, quality=85)
+    _open(browser, server)
+    _choose_model(browser, "tiny (")
+    _upload(browser, "source_image", path)
+    _page_has(browser, "large.jpg: 1080x1350")
+    _upload(browser, "driving_video", clip)
+    _page_has(browser, f"nod.mp4: {frames} frames")
+    browser.find_element("css selector", "#crop input[value=face]").click()
+    assert browser.find_element("css selector", "#paste_back input[value=auto]").is_selected()
+    browser.find_element("id", "animate_button").click()
+    _page_has(browser, "Done in", RUN_TIMEOUT)
+    _wait(browser, lambda d: d.execute_script(
+        "const v = document.querySelector('#result_video video'); return v && v.readyState >= 2 && v.duration > 0"),
+        UI_TIMEOUT, "the result video to be playable in the page")
+    size = browser.execute_script(
+        "const v = document.querySelector('#result_video video'); return [v.videoWidth, v.videoHeight]")
+    assert size == [1080, 1350]
+    assert "1080x1350 (the full photo" in browser.find_element("id", "status").text
+    browser.save_screenshot(os.path.join(output_dir, "app_paste_back.png"))
+    result = str(tmp_path / "result.mp4")
+    urllib.request.urlretrieve(browser.find_element("css selector", "#result_video video").get_attribute("src"), result)
+    info = probe(result)
+    assert (info["width"], info["height"], info["num_frames"]) == (1080, 1350, frames)
 
 
 def test_browser_bad_uploads_show_messages(server, browser, output_dir, tmp_path):
