@@ -368,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="checkpoint matching the config")
     parser.add_argument("--source_image", required=True, help="photo to animate (jpg/png/..., any size)")
     parser.add_argument("--driving_video", required=True, help="video giving the motion (mp4/mov/avi/webm/gif/frame folder)")
-    parser.add_argument("--result_video", default="result.mp4",
-                        help="output: .mp4/.mov/.mkv/.avi/.webm, .gif, or a folder name for PNG frames (default result.mp4)")
+    parser.add_argument("--result_video", default=None,
+                        help="output: .mp4/.mov/.mkv/.avi/.webm, .gif, or a folder name for PNG frames (default result.mp4); "
+                             "with --live also a stream URL (tcp://HOST:PORT?listen=1, udp://...), default a window")
     parser.add_argument("--mode", default="relative", choices=MODES, help="animation mode (default relative)")
     parser.add_argument("--crop", default="centre", choices=("centre", "center", "none", "face", "person"),
                         help="fit inputs to the model: centre square, none (resize whole frame), "
@@ -385,9 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="animate at this size (default: the config's frame_shape)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (same as --device cpu)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: CUDA if available)")
-    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS), help="compute precision")
+    parser.add_argument("--precision", default=None, choices=tuple(PRECISIONS),
+                        help="compute precision (default fp32; with --live: bf16 on capable CPUs, fp16 on CUDA)")
     parser.add_argument("--batch_size", type=int, default=8, help="driving frames per batch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    live = parser.add_argument_group("live animation (README, \"Live animation\")")
+    live.add_argument("--live", action="store_true",
+                      help="real time: --driving_video is a camera (/dev/video0), a stream URL or a file played "
+                           "at its rate; newest frame first, stale frames dropped; a window when there is a display")
+    live.add_argument("--live_frames", type=int, default=None, help="stop after this many animated frames")
+    live.add_argument("--live_seconds", type=float, default=None, help="stop after this many seconds")
     return parser
 
 
@@ -403,12 +411,23 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, terminated) if threading.current_thread() is threading.main_thread() else None
+    from utils.live import LiveError, is_live_source
+
+    if args.live or is_live_source(args.driving_video):
+        try:
+            return _main_live(args)
+        except (AnimateError, MediaError, CheckpointError, ConfigError, CropError, LiveError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     try:
         info = run_animation(
             config=args.config, checkpoint=args.checkpoint, source_image=args.source_image,
-            driving_video=args.driving_video, result_video=args.result_video, mode=args.mode, crop=args.crop,
+            driving_video=args.driving_video, result_video=args.result_video or "result.mp4", mode=args.mode, crop=args.crop,
             find_best_frame=args.find_best_frame, audio=args.audio, side_by_side=args.side_by_side,
-            device="cpu" if args.cpu else args.device, precision=args.precision, batch_size=args.batch_size,
+            device="cpu" if args.cpu else args.device, precision=args.precision or "fp32", batch_size=args.batch_size,
             img_shape=args.img_shape, best_frame=args.best_frame, show_progress=not args.quiet)
     except (AnimateError, MediaError, CheckpointError, ConfigError, CropError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -431,6 +450,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {info['result_video']} ({', '.join(extra)})")
     if info["side_by_side"]:
         print(f"wrote {info['side_by_side']}")
+    return 0
+
+
+def _main_live(args: argparse.Namespace) -> int:
+    """`--live` (web/live.py, `animate_live`): prints a one-line summary with frames/s and latency."""
+    from web.live import animate_live
+
+    info = animate_live(args.config, args.checkpoint, args.source_image, args.driving_video, args.result_video,
+                        mode=args.mode, crop=args.crop, device="cpu" if args.cpu else args.device,
+                        precision=args.precision, max_frames=args.live_frames, max_seconds=args.live_seconds,
+                        img_shape=args.img_shape)
+    print(f"live: {info['frames']} frames in {info['seconds']:.1f} s ({info['frames_per_second']:.1f} frames/s, "
+          f"latency {info['latency_ms_mean']:.0f} ms mean / {info['latency_ms_p95']:.0f} ms p95, "
+          f"{info['dropped']} stale frames dropped, {info['precision']} on {info['device']})"
+          + (f"; wrote {info['result_video']}" if info["result_video"] else ""))
     return 0
 
 
