@@ -395,5 +395,5 @@ def live_tab(sessions: LiveSessions) -> None:
         gr.Markdown("The camera drives the photo in real time (allow camera access). The first camera "
                     "frame is the anchor; **reset** takes the current one. "
                     f"At most {sessions.max_sessions} live session(s) at a time on this server.")
-        gr.HTML('<iframe id="live_frame" src="/live" allow="camera" '
+        gr.HTML('<iframe id="live_frame" src="/live" allow="camera; autoplay" '
                 'style="width:100%;height:560px;border:0"></iframe>')
