@@ -20,7 +20,7 @@ import os
 import subprocess
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -351,13 +351,3 @@ def run_live(source: LiveSource, animate: Callable[[np.ndarray], np.ndarray], si
             "latency_ms_mean": float(np.mean(latencies)) if latencies else float("nan"),
             "latency_ms_p95": _percentile(latencies, 95), "interrupted": interrupted}
 
-
-def frames_of(source: LiveSource) -> Iterator[np.ndarray]:
-    """The source's frames as they come (drops included), until it ends."""
-    while True:
-        item = source.queue.get(timeout=1.0)
-        if item is None:
-            if source.ended:
-                return
-            continue
-        yield item[1]

@@ -23,7 +23,6 @@ import json
 import os
 import struct
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
