@@ -12,7 +12,6 @@ The command line and the web app share one code path: `run_animation(...)`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -25,87 +24,13 @@ import torch
 
 from modules.animation import MODES, PRECISIONS, Animator, make_animation  # noqa: F401  (public API: animate.make_animation)
 from modules.family import family_of
-from utils.errors import UserError
+from modules.fomm.animation import normalize_kp  # noqa: F401  (FOMM clients import it from here)
 from utils.frames import to_tensor, to_uint8
 from utils.io import check_writable
-from modules.fomm.animation import normalize_kp  # noqa: F401  (FOMM clients import it from here)
 
 # Networks a checkpoint may lack for animation (loaded only when the mode needs them).
-OPTIONAL_MODELS = ("avd_network", "bg_predictor", "discriminator")
-
-
-class AnimateError(UserError):
-    """Bad arguments or inputs for an animation (one-line, user-facing message)."""
-
-
-# ----------------------------------------------------------------------------- set-up
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'cpu', 'cuda', 'cuda:1', 'mps' or 'auto' (CUDA when available) -> torch.device, checked."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise AnimateError(f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise AnimateError(f"device {device!r} asked for but CUDA is not available; use --cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise AnimateError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA device(s))")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise AnimateError("device 'mps' asked for but it is not available; use --cpu")
-    return dev
-
-
-def load_models(config: dict, checkpoint: str, mode: str, device: torch.device) -> dict[str, torch.nn.Module]:
-    """Build the config's networks, load the checkpoint (strict for the networks used), eval mode, on `device`.
-
-    Mode 'avd' also needs the checkpoint's avd_network (trained with run.py --mode train_avd).
-    """
-    from modules import CheckpointError, build_models, load_checkpoint
-
-    models = build_models(config)
-    needed = {name: m for name, m in models.items() if name not in OPTIONAL_MODELS}
-    rest = load_checkpoint(checkpoint, needed, strict=True)
-    if mode == "avd":
-        if "avd_network" not in models:
-            raise AnimateError("mode 'avd' is not available for this model family")
-        if "avd_network" not in rest:
-            raise AnimateError(f"mode 'avd' needs a checkpoint with an avd_network (train one with "
-                               f"run.py --mode train_avd); {checkpoint} has none: use --mode relative")
-        try:
-            models["avd_network"].load_state_dict(rest["avd_network"], strict=True)
-        except (RuntimeError, TypeError, AttributeError) as err:
-            first = str(err).strip().splitlines()[1 if len(str(err).strip().splitlines()) > 1 else 0].strip()
-            raise CheckpointError(f"checkpoint {checkpoint}: avd_network does not match the config ({first[:200]})") from None
-        needed["avd_network"] = models["avd_network"]
-    for model in needed.values():
-        model.eval().to(device)
-    return needed
-
-
-_MODEL_CACHE: dict[tuple, dict[str, torch.nn.Module]] = {}
-_MODEL_CACHE_LOCK = threading.Lock()
-
-
-def cached_models(config: dict, checkpoint: str, mode: str, device: torch.device) -> dict[str, torch.nn.Module]:
-    """`load_models`, remembering the last result (keyed by config, checkpoint file and its mtime, mode, device).
-
-    Repeated animations in one process (the web app, tests) skip rebuilding and reloading.
-    The networks are only read during animation, never modified.
-    """
-    try:
-        stat = os.stat(checkpoint)
-    except OSError:
-        return load_models(config, checkpoint, mode, device)  # raises the one-line "not found"
-    key = (json.dumps(config, sort_keys=True, default=str), os.path.abspath(checkpoint), stat.st_mtime_ns,
-           stat.st_size, mode == "avd", str(device))
-    with _MODEL_CACHE_LOCK:
-        if key not in _MODEL_CACHE:
-            _MODEL_CACHE.clear()
-            _MODEL_CACHE[key] = load_models(config, checkpoint, mode, device)
-        return _MODEL_CACHE[key]
+# the model loading the command line, the web page and live sessions share (re-exported: public names here)
+from modules.loading import OPTIONAL_MODELS, AnimateError, cached_models, load_models, resolve_device  # noqa: F401
 
 
 def animator_class(config: dict) -> type:
@@ -410,8 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="checkpoint matching the config")
     parser.add_argument("--source_image", required=True, help="photo to animate (jpg/png/..., any size)")
     parser.add_argument("--driving_video", required=True, help="video giving the motion (mp4/mov/avi/webm/gif/frame folder)")
-    parser.add_argument("--result_video", default="result.mp4",
-                        help="output: .mp4/.mov/.mkv/.avi/.webm, .gif, or a folder name for PNG frames (default result.mp4)")
+    parser.add_argument("--result_video", default=None,
+                        help="output: .mp4/.mov/.mkv/.avi/.webm, .gif, or a folder name for PNG frames (default result.mp4); "
+                             "with --live also a stream URL (tcp://HOST:PORT?listen=1, udp://...), default a window")
     parser.add_argument("--mode", default="relative", choices=MODES, help="animation mode (default relative)")
     parser.add_argument("--crop", default="centre", choices=("centre", "center", "none", "face", "person"),
                         help="fit inputs to the model: centre square, none (resize whole frame), "
@@ -433,9 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --paste_back: match the animated crop's colours to the photo around it")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (same as --device cpu)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: CUDA if available)")
-    parser.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS), help="compute precision")
+    parser.add_argument("--precision", default=None, choices=tuple(PRECISIONS),
+                        help="compute precision (default fp32; with --live: bf16 on capable CPUs, fp16 on CUDA)")
     parser.add_argument("--batch_size", type=int, default=8, help="driving frames per batch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    live = parser.add_argument_group("live animation (README, \"Live animation\")")
+    live.add_argument("--live", action="store_true",
+                      help="real time: --driving_video is a camera (/dev/video0), a stream URL or a file played "
+                           "at its rate; newest frame first, stale frames dropped; a window when there is a display")
+    live.add_argument("--live_frames", type=int, default=None, help="stop after this many animated frames")
+    live.add_argument("--live_seconds", type=float, default=None, help="stop after this many seconds")
     return parser
 
 
@@ -451,12 +384,23 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, terminated) if threading.current_thread() is threading.main_thread() else None
+    from utils.live import LiveError, is_live_source
+
+    if args.live or is_live_source(args.driving_video):
+        try:
+            return _main_live(args)
+        except (AnimateError, MediaError, CheckpointError, ConfigError, CropError, LiveError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     try:
         info = run_animation(
             config=args.config, checkpoint=args.checkpoint, source_image=args.source_image,
-            driving_video=args.driving_video, result_video=args.result_video, mode=args.mode, crop=args.crop,
+            driving_video=args.driving_video, result_video=args.result_video or "result.mp4", mode=args.mode, crop=args.crop,
             find_best_frame=args.find_best_frame, audio=args.audio, side_by_side=args.side_by_side,
-            device="cpu" if args.cpu else args.device, precision=args.precision, batch_size=args.batch_size,
+            device="cpu" if args.cpu else args.device, precision=args.precision or "fp32", batch_size=args.batch_size,
             img_shape=args.img_shape, best_frame=args.best_frame, show_progress=not args.quiet,
             paste_back=args.paste_back, max_size=args.max_size, colour_match=args.colour_match)
     except (AnimateError, MediaError, CheckpointError, ConfigError, CropError) as err:
@@ -482,6 +426,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {info['result_video']} ({', '.join(extra)})")
     if info["side_by_side"]:
         print(f"wrote {info['side_by_side']}")
+    return 0
+
+
+def _main_live(args: argparse.Namespace) -> int:
+    """`--live` (web/live.py, `animate_live`): prints a one-line summary with frames/s and latency."""
+    from web.live import animate_live
+
+    info = animate_live(args.config, args.checkpoint, args.source_image, args.driving_video, args.result_video,
+                        mode=args.mode, crop=args.crop, device="cpu" if args.cpu else args.device,
+                        precision=args.precision, max_frames=args.live_frames, max_seconds=args.live_seconds,
+                        img_shape=args.img_shape)
+    print(f"live: {info['frames']} frames in {info['seconds']:.1f} s ({info['frames_per_second']:.1f} frames/s, "
+          f"latency {info['latency_ms_mean']:.0f} ms mean / {info['latency_ms_p95']:.0f} ms p95, "
+          f"{info['dropped']} stale frames dropped, {info['precision']} on {info['device']})"
+          + (f"; wrote {info['result_video']}" if info["result_video"] else ""))
     return 0
 
 

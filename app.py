@@ -34,6 +34,7 @@ import gradio as gr
 
 import animate as animate_cli  # the command line's code path: run_animation, MODES, resolve_device
 from utils.crop import CROPS
+from web.live import LiveSessions, live_tab
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES_DIR = os.path.join(ROOT, "web", "examples")
@@ -243,13 +244,14 @@ class UploadChecker:
 def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None,
                examples: Sequence[Sequence[str]] | None = None, max_file_size: int | None = int(100e6),
                device: str = "cpu", work_dir: str | None = None,
-               animate_fn: Callable[..., dict] | None = None) -> gr.Blocks:
+               animate_fn: Callable[..., dict] | None = None, live_sessions: int = 2) -> gr.Blocks:
     """The page as a gr.Blocks (not launched; see `launch`).
 
     models: {name: ModelChoice or (config, checkpoint)}; None scans checkpoints/ (see `find_models`).
     examples: [[image, video], ...] shown under the inputs; None uses web/examples/.
     max_file_size: bytes per upload (also pass it to `launch`); None for no limit.
     animate_fn: `animate.run_animation` unless given (tests may wrap it).
+    live_sessions: live (webcam) sessions at a time, in the "Live (webcam)" tab (web/live.py).
     """
     if models is None:
         models = find_models()
@@ -381,7 +383,10 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
         button.click(animate, inputs=[source, driving, model, mode, crop, find_best, side_by_side, paste, colour],
                      outputs=[result, both, status], preprocess=False, concurrency_id="animate",
                      show_progress_on=[result])
+        live = LiveSessions(models, default, device=device, max_sessions=live_sessions)
+        live_tab(live)
     demo.tpsmm_work_dir = work_dir  # for clean-up by the caller
+    demo.tpsmm_live = live  # its routes are mounted by `launch`
     return demo
 
 
@@ -424,9 +429,14 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, max_file_
            concurrency: int = 1, queue_size: int = 16, block: bool = True) -> tuple:
     """Queue the requests (`concurrency` animations at a time, up to `queue_size` waiting) and serve."""
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
-    return demo.launch(server_name=host, server_port=port, max_file_size=max_file_size, share=False,
-                       inbrowser=False, show_error=True, prevent_thread_lock=not block,
-                       footer_links=["api", "settings"], allowed_paths=[EXAMPLES_DIR])
+    served = demo.launch(server_name=host, server_port=port, max_file_size=max_file_size, share=False,
+                         inbrowser=False, show_error=True, prevent_thread_lock=True,
+                         footer_links=["api", "settings"], allowed_paths=[EXAMPLES_DIR])
+    if getattr(demo, "tpsmm_live", None) is not None:
+        demo.tpsmm_live.mount(demo.server_app)  # the live tab's page and socket (web/live.py)
+    if block:
+        demo.block_thread()
+    return served
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -442,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--concurrency", type=int, default=1, help="animations run at the same time")
     parser.add_argument("--queue_size", type=int, default=16, help="requests that may wait in the queue")
+    parser.add_argument("--live_sessions", type=int, default=2, help="live (webcam) sessions at a time")
     args = parser.parse_args(argv)
     try:
         models = find_models(args.checkpoints_dir, args.config_dir)
@@ -449,8 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             choice = parse_model_spec(spec)
             models[choice.name] = choice
         max_file_size = parse_size(args.max_file_size)
-        if args.concurrency < 1 or args.queue_size < 1:
-            raise ValueError("--concurrency and --queue_size must be at least 1")
+        if args.concurrency < 1 or args.queue_size < 1 or args.live_sessions < 1:
+            raise ValueError("--concurrency, --queue_size and --live_sessions must be at least 1")
         device = str(animate_cli.resolve_device(args.device))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -458,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not models:
         print(f"note: no model found in {args.checkpoints_dir}/ (run `make demo`, or see the README); "
               "the page starts and says so", file=sys.stderr)
-    demo = create_app(models=models, max_file_size=max_file_size, device=device)
+    demo = create_app(models=models, max_file_size=max_file_size, device=device, live_sessions=args.live_sessions)
     print(f"models: {', '.join(models) or 'none'}; device: {device}; "
           f"upload limit: {_mb(max_file_size) if max_file_size else 'none'}", flush=True)
     try:
