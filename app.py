@@ -156,7 +156,7 @@ def wants_paste_back(choice: str, photo_path: str, config: Any) -> bool:
     the model's frame_shape on either side (README, "Full-frame results")."""
     if choice in ("on", "off"):
         return choice == "on"
-    from utils.config import load_config
+    from modules.family import load_config
     from utils.media import read_photo
 
     frame_shape = load_config(config)["dataset_params"]["frame_shape"]
@@ -241,33 +241,22 @@ class UploadChecker:
         return path, f"{name}: {num_frames} frames, {reader.fps:.2f} fps, {reader.width}x{reader.height}"
 
 
-def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None,
-               examples: Sequence[Sequence[str]] | None = None, max_file_size: int | None = int(100e6),
-               device: str = "cpu", work_dir: str | None = None,
-               animate_fn: Callable[..., dict] | None = None, live_sessions: int = 2) -> gr.Blocks:
-    """The page as a gr.Blocks (not launched; see `launch`).
+def _bind_upload_checks(checker: "UploadChecker", source: Any, driving: Any, status: Any) -> None:
+    """Check each upload as it arrives and say what is wrong with it in the status line.
 
-    models: {name: ModelChoice or (config, checkpoint)}; None scans checkpoints/ (see `find_models`).
-    examples: [[image, video], ...] shown under the inputs; None uses web/examples/.
-    max_file_size: bytes per upload (also pass it to `launch`); None for no limit.
-    animate_fn: `animate.run_animation` unless given (tests may wrap it).
-    live_sessions: live (webcam) sessions at a time, in the "Live (webcam)" tab (web/live.py).
+    preprocess=False: the handlers get the uploaded file's path and check it themselves, so a bad
+    upload gives a message about the file instead of a component error. The checks are quick and
+    never wait behind an animation (their own unlimited concurrency group).
     """
-    if models is None:
-        models = find_models()
-    models = {name: m if isinstance(m, ModelChoice) else ModelChoice(name=name, config=m[0], checkpoint=m[1])
-              for name, m in models.items()}
-    examples = default_examples() if examples is None else [list(e) for e in examples]
-    work_dir = work_dir or tempfile.mkdtemp(prefix="tpsmm-app-")
-    checker = UploadChecker(max_file_size)
-    run = animate_fn or animate_cli.run_animation
-    running: set[str] = set()  # job folders in use (never cleaned up while running)
+    source.upload(lambda payload: checker.image(payload)[1], inputs=source, outputs=status, preprocess=False,
+                  concurrency_limit=None, concurrency_id="check", show_progress="hidden")
+    driving.upload(lambda payload: checker.video(payload)[1], inputs=driving, outputs=status, preprocess=False,
+                   concurrency_limit=None, concurrency_id="check", show_progress="hidden")
 
-    def check_source(payload: Any) -> str:
-        return checker.image(payload)[1]
 
-    def check_driving(payload: Any) -> str:
-        return checker.video(payload)[1]
+def _animate_handler(models: dict, checker: "UploadChecker", run: Callable[..., dict], work_dir: str,
+                     running: set[str], device: str) -> Callable[..., tuple]:
+    """The Animate button's handler: checks the request, runs one animation job, returns (result, both, status)."""
 
     def animate(source_payload: Any, driving_payload: Any, model_name: str, mode: str, crop: str,
                 find_best: bool, side_by_side: bool, paste_back: str = "auto", colour_match: bool = False,
@@ -316,21 +305,54 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
             raise UserError(f"Animation failed: {message}") from None
         finally:
             running.discard(job)
-        seconds = time.perf_counter() - started
         info = dict(info or {})
         result = info.get("result_video") or result
-        lines = [f"**Done** in {seconds:.1f} s: model `{choice.name}`, mode `{mode}`, crop `{crop}`.",
-                 f"Source: {source_info}. Driving: {driving_info}."]
-        if "num_frames" in info:
-            size = "x".join(str(v) for v in reversed(info.get("result_size") or info.get("size") or [])) or "?"
-            if info.get("paste_back"):
-                size += " (the full photo, animated region pasted back)"
-            lines.append(f"Result: {info['num_frames']} frames at {info.get('fps', 0):.2f} fps, {size} px, "
-                         f"audio {'kept' if info.get('audio') else 'none'}, anchor frame {info.get('anchor_frame', 0)}, "
-                         f"{info.get('frames_per_second', 0):.1f} frames/s on {info.get('device', device)}.")
         both = info.get("side_by_side") or both
         both_out = both if both and os.path.isfile(both) else None
-        return result, both_out, "\n\n".join(lines)
+        status = _status(info, time.perf_counter() - started, choice.name, mode, crop, source_info, driving_info, device)
+        return result, both_out, status
+
+    return animate
+
+
+def _status(info: dict, seconds: float, model: str, mode: str, crop: str, source_info: str, driving_info: str,
+            device: str) -> str:
+    """The status text under the result (markdown)."""
+    lines = [f"**Done** in {seconds:.1f} s: model `{model}`, mode `{mode}`, crop `{crop}`.",
+             f"Source: {source_info}. Driving: {driving_info}."]
+    if "num_frames" in info:
+        size = "x".join(str(v) for v in reversed(info.get("result_size") or info.get("size") or [])) or "?"
+        if info.get("paste_back"):
+            size += " (the full photo, animated region pasted back)"
+        lines.append(f"Result: {info['num_frames']} frames at {info.get('fps', 0):.2f} fps, {size} px, "
+                     f"audio {'kept' if info.get('audio') else 'none'}, anchor frame {info.get('anchor_frame', 0)}, "
+                     f"{info.get('frames_per_second', 0):.1f} frames/s on {info.get('device', device)}.")
+    return "\n\n".join(lines)
+
+
+def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None,
+               examples: Sequence[Sequence[str]] | None = None, max_file_size: int | None = int(100e6),
+               device: str = "cpu", work_dir: str | None = None,
+               animate_fn: Callable[..., dict] | None = None, live_sessions: int = 2) -> gr.Blocks:
+    """The page as a gr.Blocks (not launched; see `launch`).
+
+    models: {name: ModelChoice or (config, checkpoint)}; None scans checkpoints/ (see `find_models`).
+    examples: [[image, video], ...] shown under the inputs; None uses web/examples/.
+    max_file_size: bytes per upload (also pass it to `launch`); None for no limit.
+    animate_fn: `animate.run_animation` unless given (tests may wrap it).
+    live_sessions: live (webcam) sessions at a time, in the "Live (webcam)" tab (web/live.py).
+    """
+    if models is None:
+        models = find_models()
+    models = {name: m if isinstance(m, ModelChoice) else ModelChoice(name=name, config=m[0], checkpoint=m[1])
+              for name, m in models.items()}
+    examples = default_examples() if examples is None else [list(e) for e in examples]
+    work_dir = work_dir or tempfile.mkdtemp(prefix="tpsmm-app-")
+    checker = UploadChecker(max_file_size)
+    run = animate_fn or animate_cli.run_animation
+    running: set[str] = set()  # job folders in use (never cleaned up while running)
+
+    animate = _animate_handler(models, checker, run, work_dir, running, device)
 
     labels = [(m.label, name) for name, m in models.items()]
     default = "demo" if "demo" in models else (labels[0][1] if labels else None)
@@ -373,13 +395,7 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
         if examples:
             gr.Examples(examples=examples, inputs=[source, driving], label="Built-in examples (click one)",
                         elem_id="examples")
-        # preprocess=False: the handlers get the uploaded file's path and check it themselves, so a bad
-        # upload gives a message about the file instead of a component error.
-        # The checks are quick and never wait behind an animation (their own unlimited concurrency group).
-        source.upload(check_source, inputs=source, outputs=status, preprocess=False, concurrency_limit=None,
-                      concurrency_id="check", show_progress="hidden")
-        driving.upload(check_driving, inputs=driving, outputs=status, preprocess=False, concurrency_limit=None,
-                       concurrency_id="check", show_progress="hidden")
+        _bind_upload_checks(checker, source, driving, status)
         button.click(animate, inputs=[source, driving, model, mode, crop, find_best, side_by_side, paste, colour],
                      outputs=[result, both, status], preprocess=False, concurrency_id="animate",
                      show_progress_on=[result])
@@ -407,10 +423,9 @@ def _orig_name(payload: Any) -> str | None:
 
 def _known_errors() -> tuple[type, ...]:
     """Errors whose one-line message is meant for the user (no traceback needed)."""
-    from modules import CheckpointError
+    from utils.errors import UserError as InputError  # every user-facing error of the framework
 
-    # AnimateError, MediaError, ConfigError and CropError are ValueErrors.
-    return (ValueError, FileNotFoundError, CheckpointError)
+    return (InputError, FileNotFoundError)
 
 
 def parse_size(text: str) -> int | None:

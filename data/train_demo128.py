@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     limit_resources(args.threads, args.nice)
 
-    from utils.config import load_config
+    from modules.family import load_config
 
     config = load_config(args.config)
     tp = config["train_params"]

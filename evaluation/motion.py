@@ -3,7 +3,7 @@
 For a generated video P and its driving video D (same length, frame t of P animated
 from frame t of D):
 
-1. 68 face landmarks per frame with an offline detector (`evaluation.detectors`:
+1. 68 face landmarks per frame with an offline detector (`utils.detectors`:
    MediaPipe's face mesh by default, or dlib), on frames upsampled so that their shorter
    side is at least `min_side` pixels (dlib's HOG finds faces from ~80 px, and both
    detectors place landmarks poorly on a 64 px crop);
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evaluation.detectors import face_landmarker
+from utils.detectors import face_landmarker
 from utils.video import open_video
 
 Frames = Union[str, np.ndarray, torch.Tensor]

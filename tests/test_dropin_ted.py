@@ -56,7 +56,7 @@ def test_reconstruction_and_training_read_384(tmp_path, ted_layout, tiny_config_
     from modules import build_models
     from reconstruction import reconstruction
     from train import _dataset
-    from utils.config import load_config
+    from modules.family import load_config
 
     path = ted_config(tmp_path, tiny_config_path, ted_layout)
     summary = reconstruction(path, build_models(path), tiny_checkpoint, str(tmp_path / "log"), write_mp4=False,

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from modules.checkpoint import latest_checkpoint, save_checkpoint
-from utils.config import load_config
+from modules.family import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "data", "demo")

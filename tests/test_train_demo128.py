@@ -31,7 +31,7 @@ def test_demo128_config_export_fits_in_30_mb(script):
 def test_fp16_export_loads_as_fp32_and_animates_alike(script, tmp_path, tiny_config_path, tiny_checkpoint, tiny_io):
     from animate import load_models, make_animation
     from modules import build_models, load_checkpoint
-    from utils.config import load_config
+    from modules.family import load_config
 
     path = str(tmp_path / "demo.pth.tar")
     info = script.export_fp16(tiny_checkpoint, path)

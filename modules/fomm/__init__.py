@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from modules.family import Family, register_family
+from modules.fomm.animation import size_multiple
 from modules.tpsmm.config import trainer_loop_params
 from utils.config import TRAINER_PARAMS, Bool, Float, Int, List, Str, shared_sections
 
@@ -133,17 +134,6 @@ def build_fomm(config: dict) -> dict[str, nn.Module]:
     }
 
 
-def size_multiple(config: dict) -> int:
-    """FOMM's generator and keypoint hourglass take any size their pooling divides: 2**num_blocks at their scale."""
-    mp = config["model_params"]
-    kp, dense = mp["kp_detector_params"], mp["generator_params"]["dense_motion_params"]
-    from fractions import Fraction
-    from math import lcm
-
-    sides = [Fraction(2 ** int(p["num_blocks"])) / Fraction(str(p["scale_factor"])) for p in (kp, dense)]
-    return lcm(*(s.numerator for s in sides), 2 ** int(mp["generator_params"]["num_down_blocks"]))
-
-
 FAMILY = register_family(Family(
     name="fomm",
     schema=FOMM_SCHEMA,
@@ -153,7 +143,7 @@ FAMILY = register_family(Family(
     networks=("kp_detector", "generator"),
     optional=("discriminator",),
     size_multiple=size_multiple,
-    precisions=("fp32",),
+    precisions=("fp32", "bf16", "fp16"),
     modes=("relative", "standard"),
     detect=detect,
 ))

@@ -9,11 +9,9 @@ how its networks are built, trained (`modules.tpsmm_training`) and animated
 """
 from __future__ import annotations
 
-from fractions import Fraction
-from math import lcm
-
 from torch import nn
 
+from modules.animation import size_multiple
 from modules.family import Family, register_family
 from modules.tpsmm.config import TPSMM_SCHEMA
 
@@ -46,15 +44,6 @@ def build_tpsmm(config: dict) -> dict[str, nn.Module]:
     models["avd_network"] = AVDNetwork(num_tps=common["num_tps"], id_bottle_size=avd["id_bottle_size"],
                                        pose_bottle_size=avd["pose_bottle_size"])
     return models
-
-
-def size_multiple(config: dict) -> int:
-    """Frame sides must be multiples of this: the hourglass pools `num_blocks` times after the dense-motion
-    downscale, and the inpainting encoder has `num_down_blocks` stride-2 blocks."""
-    mp = config["model_params"]
-    dense, gen = mp["dense_motion_params"], mp["generator_params"]
-    per_dense = Fraction(2 ** int(dense["num_blocks"])) / Fraction(str(dense["scale_factor"]))
-    return lcm(per_dense.numerator, 2 ** int(gen["num_down_blocks"]))  # smallest integer multiple of both
 
 
 FAMILY = register_family(Family(
