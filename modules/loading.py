@@ -12,6 +12,7 @@ import torch
 
 from utils.errors import UserError
 
+# Networks a checkpoint may lack for animation (the TPSMM and FOMM families' `Family.optional`).
 OPTIONAL_MODELS = ("avd_network", "bg_predictor", "discriminator")
 
 
@@ -44,10 +45,15 @@ def load_models(config: dict, checkpoint: str, mode: str, device: torch.device) 
 
     Mode 'avd' also needs the checkpoint's avd_network (trained with run.py --mode train_avd).
     """
-    from modules import CheckpointError, build_models, load_checkpoint
+    from modules import CheckpointError, build_models, family_of, load_checkpoint, load_config
 
+    config = load_config(config)
+    family = family_of(config)
+    if mode not in family.modes:
+        raise AnimateError(f"mode {mode!r} is not available for the {family.name} family "
+                           f"(use one of {', '.join(family.modes)})")
     models = build_models(config)
-    needed = {name: m for name, m in models.items() if name not in OPTIONAL_MODELS}
+    needed = {name: m for name, m in models.items() if name not in family.optional}
     rest = load_checkpoint(checkpoint, needed, strict=True)
     if mode == "avd":
         if "avd_network" not in models:

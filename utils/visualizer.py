@@ -34,8 +34,12 @@ def training_grid(source: torch.Tensor, driving: torch.Tensor, generated: dict, 
     def points(kp: dict) -> torch.Tensor:  # TPSMM keypoints under 'fg_kp', FOMM's under 'value'
         return kp["fg_kp"] if "fg_kp" in kp else kp["value"]
 
-    cols = [draw_keypoints(source[:n], points(generated["kp_source"])[:n]),
-            draw_keypoints(driving[:n], points(generated["kp_driving"])[:n])]
+    def frames(images: torch.Tensor, key: str) -> torch.Tensor:  # with the keypoints drawn when there are some
+        if key in generated:
+            return draw_keypoints(images[:n], points(generated[key])[:n])
+        return images[:n].detach().float().cpu().clamp(0, 1)
+
+    cols = [frames(source, "kp_source"), frames(driving, "kp_driving")]
     for key in ("deformed", "prediction"):
         if key in generated:
             cols.append(generated[key][:n].detach().float().cpu().clamp(0, 1))
