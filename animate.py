@@ -373,10 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from modules import CheckpointError
-    from utils.config import ConfigError
-    from utils.crop import CropError
-    from utils.video import MediaError
+    from utils.errors import UserError
 
     args = build_parser().parse_args(argv)
 
@@ -384,12 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, terminated) if threading.current_thread() is threading.main_thread() else None
-    from utils.live import LiveError, is_live_source
+    from utils.live import is_live_source
 
     if args.live or is_live_source(args.driving_video):
         try:
             return _main_live(args)
-        except (AnimateError, MediaError, CheckpointError, ConfigError, CropError, LiveError) as err:
+        except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         finally:
@@ -403,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             device="cpu" if args.cpu else args.device, precision=args.precision or "fp32", batch_size=args.batch_size,
             img_shape=args.img_shape, best_frame=args.best_frame, show_progress=not args.quiet,
             paste_back=args.paste_back, max_size=args.max_size, colour_match=args.colour_match)
-    except (AnimateError, MediaError, CheckpointError, ConfigError, CropError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except torch.cuda.OutOfMemoryError:

@@ -296,13 +296,22 @@ def main(argv=None) -> int:
             from train import train_avd
 
             summary = train_avd(config, models, args.checkpoint, log_dir, device=device)
-        if du.is_main_process():
-            print(f"done: {summary['epochs_run']} epoch(s); checkpoint {summary['checkpoint']}")
         du.cleanup()
-        return 0
+        return report_training(summary, du.is_main_process())
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def report_training(summary: dict, main_process: bool) -> int:
+    """Print the run's outcome; the exit code: 0 done, 130 / 143 stopped by SIGINT / SIGTERM after saving
+    (a scheduler can requeue the job and `--checkpoint auto` continues it)."""
+    stopped_by = summary.get("signal")
+    if main_process:
+        saved = summary["checkpoint"] if os.path.isfile(summary["checkpoint"]) else "none written"
+        verb = f"stopped by signal {stopped_by}" if stopped_by else "done"
+        print(f"{verb}: {summary['epochs_run']} epoch(s); checkpoint {saved}")
+    return 128 + int(stopped_by) if stopped_by else 0
 
 
 if __name__ == "__main__":

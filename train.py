@@ -40,6 +40,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 import warnings
 from typing import Any
@@ -56,6 +57,7 @@ from utils import dist as du
 from utils import optim
 from utils.config import save_config
 from utils.errors import UserError
+from utils.io import stale_temporaries
 from utils.frame_size import frame_size
 
 log = logging.getLogger("train")
@@ -97,6 +99,7 @@ class StopRequested:
 
     def __init__(self):
         self.requested = False
+        self.signal: int | None = None  # the signal that stopped the run
         self._previous = {}
 
     def __enter__(self):
@@ -111,6 +114,7 @@ class StopRequested:
         if self.requested:  # second signal: give up immediately
             raise KeyboardInterrupt
         self.requested = True
+        self.signal = signum
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -291,9 +295,8 @@ class _Run:
         self.prefix = getattr(family, "checkpoint_prefix", "")
         self.epoch_key = getattr(family, "epoch_key", "epoch")
         self.tag = getattr(family, "log_tag", "")
-        self.logger = RunLogger(log_dir, self.main)
-        if self.main:
-            save_config(config, os.path.join(log_dir, "config.yaml"))
+        self.logger: RunLogger | None = None  # opened by `open_outputs`, once every input has been checked
+        self._notes: list[str] = []
         self.scaler = make_grad_scaler(lp["precision"], device)
         self.step_fn = TrainStep(family, make_autocast(lp["precision"], device), self.scaler)
         self.last_path = os.path.join(log_dir, f"{self.prefix}checkpoint.pth.tar")
@@ -310,7 +313,24 @@ class _Run:
         restore_schedulers(f.schedulers, rest, self.start_epoch)
         if self.scaler is not None and "grad_scaler" in rest:
             self.scaler.load_state_dict(rest["grad_scaler"])
-        self.logger.line(f"resumed from {checkpoint} at epoch {self.start_epoch}, step {self.resume_step}")
+        self._notes.append(f"resumed from {checkpoint} at epoch {self.start_epoch}, step {self.resume_step}")
+
+    def open_outputs(self, resumed: bool) -> None:
+        """Create the run folder, record the config, open the logs: only after the config, checkpoint and
+        data have all been checked, so a refused run creates nothing. A resume never overwrites the run's
+        `config.yaml` (the record of how it was trained): a different config goes beside it, named by the
+        resume's time; TensorBoard continues in its folder."""
+        if self.main:
+            os.makedirs(self.log_dir, exist_ok=True)
+            record_config(self.config, self.log_dir, resumed)
+            for stale in stale_temporaries(self.last_path):  # a checkpoint write cut by kill -9 / power loss
+                os.remove(stale)
+                note = f"removed {stale}, an unfinished checkpoint write of a process that no longer runs"
+                print(note, file=sys.stderr)
+                self._notes.append(note)
+        self.logger = RunLogger(self.log_dir, self.main)
+        for note in self._notes:
+            self.logger.line(note)
 
     def wrap_ddp(self) -> None:
         if self.world > 1:
@@ -424,6 +444,7 @@ class _Run:
                 if stop.requested:
                     summary["stopped"] = True
                     break
+            summary["signal"] = stop.signal if summary["stopped"] else None
         du.barrier()
         self.logger.close()
         summary["checkpoint"] = self.last_path
@@ -436,10 +457,26 @@ def fit(cls, config: dict, models: dict[str, nn.Module], log_dir: str, checkpoin
     run = _Run(cls, config, models, log_dir, device or torch.device("cpu"))
     if checkpoint:
         run.resume(checkpoint)
-    run.wrap_ddp()
     if dataset is None:
         dataset = DatasetRepeater(_dataset(config), run.lp["num_repeats"])
+    run.open_outputs(resumed=bool(checkpoint))
+    run.wrap_ddp()
     return run.fit(dataset)
+
+
+def record_config(config: dict, log_dir: str, resumed: bool) -> str:
+    """`config.yaml` of a new run; on a resume the original is kept, and a config that differs from it is
+    written beside it as `config-resume-<YYYYmmdd-HHMMSS>.yaml`. Returns the path that holds this config."""
+    import yaml
+
+    path = os.path.join(log_dir, "config.yaml")
+    if resumed and os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            if yaml.safe_load(handle) == yaml.safe_load(yaml.safe_dump(dict(config), sort_keys=False)):
+                return path
+        path = os.path.join(log_dir, time.strftime("config-resume-%Y%m%d-%H%M%S.yaml"))
+    save_config(config, path)
+    return path
 
 
 def train(config: dict, models: dict[str, nn.Module], log_dir: str, checkpoint: str | None = None,

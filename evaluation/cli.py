@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.config:
+        load_config(args.config)  # a bad config is reported before anything is read or written
     recon: dict[str, Any] = {}
     if args.log_dir:
         rec_dir = os.path.join(args.log_dir, "reconstruction")

@@ -9,6 +9,7 @@ tensors-only copy:
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import pickle
 import re
@@ -164,16 +165,16 @@ def latest_checkpoint(folder: str | os.PathLike, prefix: str = "") -> str | None
 def tensors_only(value: Any, where: str = "", dropped: list[str] | None = None) -> Any:
     """A copy of `value` keeping containers, tensors, numbers, strings and None; other objects are
     dropped and their places listed in `dropped`."""
-    if isinstance(value, torch.Tensor) or value is None or isinstance(value, (bool, int, float, str)):
+    if isinstance(value, torch.Tensor) or value is None or type(value) in (bool, int, float, str):
         return value
-    if isinstance(value, Mapping):
+    if type(value) in (dict, collections.OrderedDict):  # exact types: a subclass is a pickled object
         out = {}
         for key, item in value.items():
             kept = tensors_only(item, f"{where}.{key}" if where else str(key), dropped)
             if kept is not _DROPPED:
                 out[key] = kept
         return out
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):
         items = [tensors_only(item, f"{where}[{i}]", dropped) for i, item in enumerate(value)]
         return type(value)(item for item in items if item is not _DROPPED)
     if dropped is not None:

@@ -41,7 +41,6 @@ ACCEPTED = [
     ("train_params", "lr_generator", "2.0e-4", 2e-4),
     ("model_params.common_params", "num_tps", '"10"', 10),     # a quoted integer is the integer
     ("model_params.common_params", "num_tps", "6.0", 6),       # an integral float for an integer key
-    ("train_params", "num_epochs", "0", 0),
     ("train_params", "grad_clip", "null", None),               # nullable: null switches clipping off
     ("dataset_params", "frame_shape", "null", [256, 256, 3]),  # null: the published default size
     ("train_params", "scales", '[1, "0.5"]', [1, 0.5]),
@@ -63,7 +62,8 @@ REFUSED = [
     ("model_params.common_params", "num_tps", '"ten"', "must be an integer, got 'ten'"),
     ("train_params", "lr_generator", "[0.1, 0.2]", "must be a number, got [0.1, 0.2]"),
     ("train_params", "lr_generator", "-2e-4", "must be >= 0.0"),
-    ("train_params", "num_epochs", "-3", "must be >= 0, got -3"),
+    ("train_params", "num_epochs", "-3", "must be >= 1, got -3"),
+    ("train_params", "num_epochs", "0", "must be >= 1, got 0"),
     ("model_params.common_params", "bg", '"yes"', "must be true or false, got 'yes'"),
     ("train_params", "precision", "fp64", "must be one of fp32, bf16, fp16, got 'fp64'"),
     ("dataset_params", "frame_shape", "[64, 64]", "must have 3 items"),

@@ -14,7 +14,7 @@ W = dict(low=0.0)  # a weight: not negative
 def trainer_loop_params(num_epochs: int = 100) -> dict[str, Any]:
     """The epoch loop keys every family's `train_params` has."""
     return {
-        "num_epochs": Int(num_epochs, low=0),
+        "num_epochs": Int(num_epochs, low=1),
         "num_repeats": Int(1, **N, doc="passes over the dataset per epoch"),
         "epoch_milestones": List(Int(None, low=0), [], doc="epochs where the learning rates drop 10x"),
         "batch_size": Int(1, **N, doc="global batch (split over DDP ranks)"),
@@ -56,7 +56,7 @@ TPSMM_SCHEMA: dict[str, Any] = {
                            doc="infinity-norm clipping of kp, dense motion and bg gradients; null: off"),
     },
     "train_avd_params": {
-        "num_epochs": Int(200, low=0),
+        "num_epochs": Int(200, low=1),
         "num_repeats": Int(300, **N),
         "batch_size": Int(256, **N),
         "dataloader_workers": Int(0, low=0),

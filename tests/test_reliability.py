@@ -1,0 +1,232 @@
+"""Check everything before writing anything, never damage a run, clean up after a crash (the README's promises).
+
+Every case asserts the exit code, a one-line `error:` as the last line, no traceback (the
+entry points are called in-process: a traceback would fail the test), and that nothing was
+created or changed.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, "data", "demo")
+PHOTO = os.path.join(DEMO, "source.png")
+CLIP = os.path.join(DEMO, "test", "carphone#003.png")
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes."""
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as handle:
+                out[os.path.relpath(path, folder)] = handle.read()
+    return out
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "no error printed"
+    assert err[-1].startswith("error: "), err[-1]
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def tiny_config(tmp_path, name: str = "c.yaml", **train_params) -> str:
+    raw = yaml.safe_load(open(os.path.join(ROOT, "tests", "fixtures", "tiny.yaml"), encoding="utf-8"))
+    raw["dataset_params"]["root_dir"] = DEMO
+    raw["train_params"].update({"num_epochs": 1, "batch_size": 2, "max_steps_per_epoch": 1, "num_repeats": 1,
+                                "perceptual_backbone": "random_vgg19", "dropout_epoch": 0, "bg_start": 0,
+                                **train_params})
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return str(path)
+
+
+def _entry(name: str):
+    import animate
+    import demo
+    import reconstruction
+    import run
+    from evaluation import cli
+    from modules import export
+
+    return {"run": run.main, "animate": animate.main, "reconstruction": reconstruction.main, "demo": demo.main,
+            "evaluation": cli.main, "export": export.main}[name]
+
+
+def _argv(name: str, config: str, checkpoint: str, out) -> list[str]:
+    return {
+        "run": ["--config", config, "--log_dir", str(out)],
+        "train_avd": ["--config", config, "--mode", "train_avd", "--checkpoint", checkpoint, "--log_dir", str(out)],
+        "animate": ["--config", config, "--checkpoint", checkpoint, "--source_image", PHOTO, "--driving_video", CLIP,
+                    "--result_video", str(out / "r.mp4"), "--cpu", "--quiet"],
+        "reconstruction": ["--config", config, "--checkpoint", checkpoint, "--log_dir", str(out)],
+        "demo": ["--config", config, "--checkpoint", checkpoint, "--source_image", PHOTO, "--driving_video", CLIP,
+                 "--result_video", str(out / "r.mp4"), "--cpu"],
+        "evaluation": ["--log_dir", str(out), "--config", config],
+        "export": ["--config", config, "--checkpoint", checkpoint, "--out", str(out)],
+    }[name]
+
+
+BAD_VALUES = [("model_params.common_params", "num_tps", "ten", "must be an integer, got 'ten'"),
+              ("train_params", "num_epochs", -3, "must be >= 1, got -3")]
+ENTRY_POINTS = ["run", "train_avd", "animate", "reconstruction", "demo", "evaluation", "export"]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("section,key,value,words", BAD_VALUES, ids=["wrong type", "out of range"])
+def test_bad_config_value_is_refused_before_anything_is_written(entry, section, key, value, words, tmp_path,
+                                                                tiny_checkpoint, capsys):
+    raw = yaml.safe_load(open(os.path.join(ROOT, "tests", "fixtures", "tiny.yaml"), encoding="utf-8"))
+    node = raw
+    for part in section.split("."):
+        node = node[part]
+    node[key] = value
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    out = tmp_path / "out"
+    before = snapshot(tmp_path)
+    main = _entry("run" if entry == "train_avd" else entry)
+    assert main(_argv(entry, str(config), tiny_checkpoint, out)) == 2
+    line = one_line_error(capsys)
+    assert f"'{section}.{key}' {words}" in line and str(config) in line
+    assert snapshot(tmp_path) == before and not out.exists()
+
+
+def test_blocked_output_folder_and_huge_size_are_refused_first(tmp_path, tiny_config_path, tiny_checkpoint, capsys):
+    import animate
+
+    (tmp_path / "blocker").write_text("a file where a folder is needed")
+    before = snapshot(tmp_path)
+    args = ["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image", PHOTO,
+            "--driving_video", CLIP, "--cpu", "--quiet"]
+    assert animate.main(args + ["--result_video", str(tmp_path / "blocker" / "r.mp4")]) == 2
+    assert "is a file, not a folder" in one_line_error(capsys)
+    assert animate.main(args + ["--result_video", str(tmp_path / "r.mp4"), "--img_shape", "100000,100000"]) == 2
+    line = one_line_error(capsys)
+    assert "animating at 100000x100000 needs at least" in line and "GiB" in line
+    assert snapshot(tmp_path) == before
+
+
+def _train(tmp_path, config: str, *extra: str) -> int:
+    import run
+
+    return run.main(["--config", config, "--log_dir", str(tmp_path / "log"), "--device", "cpu", *extra])
+
+
+def test_failed_resume_leaves_the_run_folder_byte_for_byte(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    assert _train(tmp_path, config) == 0
+    capsys.readouterr()
+    (run_dir,) = (tmp_path / "log").iterdir()
+    checkpoint = run_dir / "checkpoint.pth.tar"
+    before = snapshot(run_dir)
+    assert "config.yaml" in before and any(k.startswith("tensorboard") for k in before)
+
+    bad = tiny_config(tmp_path, "bad.yaml", lr_generator="fast")  # a config that fails
+    assert _train(tmp_path, bad, "--checkpoint", str(checkpoint)) == 2
+    assert "'train_params.lr_generator' must be a number" in one_line_error(capsys)
+    truncated = run_dir / "truncated.pth.tar"
+    truncated.write_bytes(checkpoint.read_bytes()[:1000])
+    before = snapshot(run_dir)
+    assert _train(tmp_path, config, "--checkpoint", str(truncated)) == 2
+    assert "truncated or not a PyTorch checkpoint" in one_line_error(capsys)
+    assert snapshot(run_dir) == before
+
+
+def test_resume_after_kill_9_during_a_checkpoint_write(tmp_path, capsys):
+    assert _train(tmp_path, tiny_config(tmp_path, "one.yaml", num_epochs=1)) == 0
+    (run_dir,) = (tmp_path / "log").iterdir()
+    checkpoint = run_dir / "checkpoint.pth.tar"
+    config = tiny_config(tmp_path, "two.yaml", num_epochs=2)
+    # a process killed with SIGKILL in the middle of writing the checkpoint's temporary
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time\n"
+        f"f = open({str(checkpoint)!r} + '.tmp.' + str(os.getpid()), 'wb')\n"
+        "f.write(b'x' * 100000); f.flush(); print('written', flush=True); time.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "written"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    stale = f"{checkpoint}.tmp.{writer.pid}"
+    assert os.path.exists(stale)
+    capsys.readouterr()
+    assert _train(tmp_path, config, "--checkpoint", str(checkpoint)) == 0
+    assert not os.path.exists(stale) and not [f for f in os.listdir(run_dir) if ".tmp." in f]
+    assert f"removed {stale}" in capsys.readouterr().err
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1  # the resumed run trained its second epoch
+
+
+def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
+    log = tmp_path / "log"
+    assert _train(tmp_path, tiny_config(tmp_path, "one.yaml", num_epochs=1)) == 0
+    (run_dir,) = log.iterdir()
+    checkpoint = run_dir / "checkpoint.pth.tar"
+    previous = checkpoint.read_bytes()
+
+    def full(obj, f, *args, **kwargs):  # the fault injected at the write: the filesystem is full
+        with open(f, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    capsys.readouterr()
+    assert _train(tmp_path, tiny_config(tmp_path, "two.yaml", num_epochs=2), "--checkpoint", str(checkpoint)) == 2
+    line = one_line_error(capsys)
+    assert f"cannot write checkpoint {checkpoint}: No space left on device" in line
+    assert checkpoint.read_bytes() == previous
+    assert not [f for f in os.listdir(run_dir) if ".tmp." in f]
+
+
+def test_pickled_code_is_refused_with_what_it_is_and_how_to_convert(tmp_path, tiny_config_path, tiny_checkpoint,
+                                                                   capsys):
+    import animate
+    from modules.checkpoint import main as convert
+
+    data = torch.load(tiny_checkpoint, weights_only=True)
+    data["extra"] = time.struct_time((2026, 1, 1, 0, 0, 0, 0, 1, 0))  # a pickled Python object
+    legacy = tmp_path / "legacy.pth.tar"
+    torch.save(data, legacy)
+    args = ["--config", tiny_config_path, "--checkpoint", str(legacy), "--source_image", PHOTO,
+            "--driving_video", CLIP, "--result_video", str(tmp_path / "r.mp4"), "--cpu", "--quiet"]
+    assert animate.main(args) == 2
+    line = one_line_error(capsys)
+    assert "holds pickled Python objects" in line and "time.struct_time" in line
+    assert "--convert" in line and "weights_only=False" not in line
+    assert not (tmp_path / "r.mp4").exists()
+
+    clean = tmp_path / "clean.pth.tar"
+    assert convert(["--convert", str(legacy), "--out", str(clean)]) == 2  # no consent, nothing written
+    assert "--trust-this-file" in one_line_error(capsys) and not clean.exists()
+    assert convert(["--convert", str(legacy), "--out", str(clean), "--trust-this-file"]) == 0
+    assert "dropped 1 object(s): extra (time.struct_time)" in capsys.readouterr().out
+    args[3] = str(clean)
+    assert animate.main(args) == 0 and (tmp_path / "r.mp4").is_file()
+
+
+def test_stale_partial_outputs_of_dead_processes_are_removed_live_ones_kept(tmp_path, tiny_config_path,
+                                                                           tiny_checkpoint, capsys):
+    import animate
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".r.partial-{dead.pid}.mp4"
+    stale.write_bytes(b"x" * 1000)
+    live = tmp_path / f".r.partial-{os.getppid()}.mp4"  # our parent runs: its partial output is not ours to remove
+    live.write_bytes(b"y")
+    assert animate.main(["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image", PHOTO,
+                         "--driving_video", CLIP, "--result_video", str(tmp_path / "r.mp4"), "--cpu",
+                         "--quiet"]) == 0
+    assert not stale.exists() and live.exists() and (tmp_path / "r.mp4").is_file()
+    assert "unfinished output(s) of interrupted runs" in capsys.readouterr().err
