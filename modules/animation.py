@@ -33,7 +33,7 @@ import copy
 import weakref
 from fractions import Fraction
 from math import lcm
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -417,10 +417,6 @@ class Animator:
             return self.inpainting_forward(dense).contiguous()
         return torch.cat([self.inpainting_forward(slice_motion(dense, i, i + chunk)) for i in range(0, t, chunk)],
                          dim=0)
-
-    def stream(self, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        for batch in batches:
-            yield self(batch)
 
 
 def make_animation(source: torch.Tensor, driving: torch.Tensor, models: dict[str, nn.Module],

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import functools
 import os
 
 import torch
@@ -23,14 +22,6 @@ def get_world_size() -> int:
 
 def is_main_process() -> bool:
     return get_rank() == 0
-
-
-def master_only(fn):
-    """Run `fn` on rank 0 only (returns None elsewhere)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return fn(*args, **kwargs) if is_main_process() else None
-    return wrapper
 
 
 def barrier() -> None:

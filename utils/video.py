@@ -21,13 +21,6 @@ class MediaError(UserError):
     """A missing, unreadable or empty image/video (one-line, user-facing)."""
 
 
-def is_video_path(path: str) -> bool:
-    """True for a video file, a folder of frames, or an image strip (any image file may be a strip)."""
-    if os.path.isdir(path):
-        return True
-    return path.lower().endswith(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)
-
-
 def square_frames(frames: np.ndarray, size: int):
     """(n, H, W, 3) uint8 -> centre-cropped square, resized with antialiasing: (n, 3, size, size) floats in [0, 1]."""
     import torch

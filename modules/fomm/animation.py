@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 from math import lcm
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -160,10 +159,6 @@ class FOMMAnimator:
     def __call__(self, driving: torch.Tensor) -> torch.Tensor:
         """Predictions (T, C, H, W), fp32, for a batch of driving frames."""
         return self.generate(driving)["prediction"]
-
-    def stream(self, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        for batch in batches:
-            yield self(batch)
 
 
 def make_fomm_animation(source: torch.Tensor, driving: torch.Tensor, models: dict[str, nn.Module],
