@@ -296,8 +296,9 @@ def main(argv=None) -> int:
             from train import train_avd
 
             summary = train_avd(config, models, args.checkpoint, log_dir, device=device)
+        main_process = du.is_main_process()  # before cleanup: afterwards every rank reads as rank 0
         du.cleanup()
-        return report_training(summary, du.is_main_process())
+        return report_training(summary, main_process)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
