@@ -87,3 +87,15 @@ def test_demo_animates_ted_at_384_by_default(tmp_path, ted_layout, tiny_config_p
                  "--cpu"]) == 0
     frames = sorted(os.listdir(out))
     assert len(frames) == 2 and iio.imread(out / frames[0]).shape == (SIDE, SIDE, 3)
+
+
+def test_animate_py_defaults_to_384_for_ted_384():
+    import torch
+
+    import animate
+    from modules import load_config
+
+    path = os.path.join(ROOT, "config", "ted-384.yaml")
+    assert animate._frame_size(load_config(path), None, path, torch.device("cpu"), 1) == (384, 384)
+    vox = os.path.join(ROOT, "config", "vox-256.yaml")
+    assert animate._frame_size(load_config(vox), None, vox, torch.device("cpu"), 1) == (256, 256)
