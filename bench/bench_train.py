@@ -4,8 +4,7 @@ channels-last and bf16 autocast, plus the data loader's share.
     .venv/bin/python bench/bench_train.py [--config config/vox-256.yaml] [--batches 1,4] [--steps 2]
 
 Each variant trains a fresh copy of the same (seeded) networks through the trainer's own
-code path (`modules.tpsmm_training.TPSMMTraining.forward_backward` + `optimizer_step`,
-the autocast factory of train.py) on real 256 px frame pairs, at an epoch where every
+code path (`train.TrainStep` over `TPSMMTraining.stages`, the autocast factory of train.py) on real 256 px frame pairs, at an epoch where every
 loss and the background predictor are active. The perceptual network is VGG-19 with
 seeded weights (`random_vgg19`: the published FLOPs, no download). Prints ms per step,
 samples/s, FLOPs per step (forward + backward, torch.utils.flop_counter), the fraction
@@ -151,8 +150,7 @@ def main() -> None:
                 rec["peak_mb"] = max(rec["peak_mb"], common.peak_rss_mb())
                 rec["loss"] = sum(float(v) for v in losses.values())
                 if "flops" not in rec:
-                    rec["flops"] = common.count_flops(lambda: family.forward_backward(
-                        batch, epoch, family.draws(epoch, 0, b, slice(0, b), torch.device("cpu")), autocast))
+                    rec["flops"] = common.count_flops(lambda: step(family, batch, epoch, 0, autocast))
                 print(f"# batch {b} {name} round {r}: {common.median(rec['wall'][-args.steps:]):.2f} s/step "
                       f"(load {os.getloadavg()[0]:.1f})", flush=True)
                 del family
