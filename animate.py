@@ -25,12 +25,10 @@ import torch
 from modules.animation import MODES, PRECISIONS, Animator, make_animation  # noqa: F401  (public API: animate.make_animation)
 from modules.family import family_of
 from modules.fomm.animation import normalize_kp  # noqa: F401  (FOMM clients import it from here)
-from utils.frames import to_tensor, to_uint8
-from utils.io import check_writable
-
-# Networks a checkpoint may lack for animation (loaded only when the mode needs them).
 # the model loading the command line, the web page and live sessions share (re-exported: public names here)
 from modules.loading import OPTIONAL_MODELS, AnimateError, cached_models, load_models, resolve_device  # noqa: F401
+from utils.frames import to_tensor, to_uint8
+from utils.io import check_writable
 
 
 def animator_class(config: dict) -> type:
