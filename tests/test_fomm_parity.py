@@ -159,7 +159,7 @@ def test_discriminator_eval(io, models):
     for i, (a, b) in enumerate(zip(out["feature_maps_1"], ref["feature_maps_1"])):
         close(a.detach(), b, TOL, f"feature map {i}")
     # discriminator logits (not an image, a mask or a flow): 1e-5 relative to their range; an AMD EPYC
-    # (no AVX-512/AMX kernels) computes them 5.1e-5 off on the untouched code, the Xeons within 1e-5
+    # (no AMX) computes them 5.1e-5 off on the untouched code, the Xeons within 1e-5
     pred, ref_pred = out["prediction_map_1"].detach(), ref["prediction_map_1"]
     close(pred, ref_pred, TOL * max(1.0, ref_pred.abs().max().item()), "prediction map")
 
