@@ -93,8 +93,8 @@ def loss_grads(train_case):
 
 
 # The fixture's README gives rtol 1e-3 for gradient norms, met on the Xeons the fixture and CI ran on. The
-# keypoint gradients go through a temperature-0.1 softmax of a seeded tiny detector, and an AMD EPYC (AVX2
-# kernels, other summation orders) lands up to 6.6e-3 from the fixture with the untouched code; 1e-2 still fails
+# keypoint gradients go through a temperature-0.1 softmax of a seeded tiny detector, and an AMD EPYC (no AMX:
+# other kernels, other summation orders) lands up to 6.6e-3 from the fixture with the untouched code; 1e-2 still fails
 # any real change (a dropped loss term or a wrong weight moves these norms by 10% and more).
 GRAD_RTOL = 1e-2
 
