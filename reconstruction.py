@@ -40,6 +40,7 @@ from modules.checkpoint import CheckpointError, load_checkpoint, unwrap
 from modules.family import load_config
 from utils.config import save_config
 from utils.errors import UserError
+from utils.io import write_text
 from utils.frame_size import frame_size
 from utils.video import MediaError, open_video
 
@@ -99,13 +100,6 @@ def load_checkpoint_part(path: str, name: str, module: nn.Module, state: Mapping
                               f"{str(err).strip().splitlines()[-1].strip()[:200]}") from None
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def write_l1_tables(out_dir: str, summary: Mapping[str, Any]) -> None:
     """l1.csv (one row per video) and l1.json (the whole summary), written atomically."""
     buffer = io.StringIO()
@@ -114,8 +108,8 @@ def write_l1_tables(out_dir: str, summary: Mapping[str, Any]) -> None:
     for name, row in summary["videos"].items():
         writer.writerow([name, row["frames"], f"{row['l1']:.8f}", f"{row['l1_png']:.8f}"])
     writer.writerow(["ALL", summary["frames"], f"{summary['l1']:.8f}", f"{summary['l1_png']:.8f}"])
-    _atomic_write_text(os.path.join(out_dir, "l1.csv"), buffer.getvalue())
-    _atomic_write_text(os.path.join(out_dir, "l1.json"), json.dumps(summary, indent=2) + "\n")
+    write_text(os.path.join(out_dir, "l1.csv"), buffer.getvalue())
+    write_text(os.path.join(out_dir, "l1.json"), json.dumps(summary, indent=2) + "\n")
 
 
 def reconstruct_video(models: Mapping[str, nn.Module], path: str, size: tuple[int, int], png_dir: str,

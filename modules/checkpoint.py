@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from utils.errors import UserError, one_line
-from utils.io import stale_temporaries
+from utils.io import stale_temporaries, temporary_path
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -125,7 +125,13 @@ def save_checkpoint(path: str | os.PathLike, models: Mapping[str, nn.Module],
     for stale in stale_temporaries(path):  # left by a process killed while writing (kill -9, power loss)
         os.remove(stale)
         print(f"removed {stale}, an unfinished checkpoint write of a process that no longer runs", file=sys.stderr)
-    tmp = f"{path}.tmp.{os.getpid()}"
+    _write(data, path)
+    return path
+
+
+def _write(data: dict, path: str) -> None:
+    """torch.save to `<path>.tmp.<pid>`, renamed over `path` when complete; an OS error (disk full) is one line."""
+    tmp = temporary_path(path)
     try:
         torch.save(data, tmp)
         os.replace(tmp, path)
@@ -135,7 +141,6 @@ def save_checkpoint(path: str | os.PathLike, models: Mapping[str, nn.Module],
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return path
 
 
 def latest_checkpoint(folder: str | os.PathLike, prefix: str = "") -> str | None:
@@ -199,13 +204,7 @@ def convert_legacy(path: str, out: str) -> list[str]:
     clean = tensors_only(data, "", dropped)
     if not isinstance(clean, dict):
         raise CheckpointError(f"checkpoint {path} is not a dict of state dicts")
-    tmp = f"{out}.tmp.{os.getpid()}"
-    try:
-        torch.save(clean, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    _write(clean, out)
     return dropped
 
 
