@@ -48,9 +48,22 @@ def init_from_env(device_kind: str | None = None, timeout_s: float = DEFAULT_TIM
     else:
         device = torch.device("cpu")
     if world > 1 and not is_distributed():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", store=attempt_store(store),
+                                rank=rank, world_size=world, timeout=timeout)
     return device
+
+
+def attempt_store(store: dist.Store) -> dist.Store:
+    """`store` with keys private to this torchrun attempt (`TORCHELASTIC_RESTART_COUNT`).
+
+    torchrun's workers share the agent's store, which outlives a restart: without a prefix the
+    restarted ranks can read the dead attempt's gloo addresses and fail with "connection refused"
+    (about half of all restarts here, tests/test_elastic.py).
+    """
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    return store if restart is None else dist.PrefixStore(f"attempt{restart}", store)
 
 
 def broadcast_object(value, src: int = 0):
