@@ -261,7 +261,8 @@ def _dataset(config: dict, is_train: bool = True) -> FramesDataset:
     dp = config["dataset_params"]
     return FramesDataset(root_dir=dp["root_dir"], frame_shape=(*frame_size(config), 3), id_sampling=dp["id_sampling"],
                          is_train=is_train, augmentation_params=dp["augmentation_params"],
-                         seed=int(config["train_params"]["seed"]))
+                         seed=int(config["train_params"]["seed"]), index_cache=dp["index_cache"],
+                         frame_cache=dp["frame_cache"])
 
 
 class _Run:

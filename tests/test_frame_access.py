@@ -153,3 +153,23 @@ def test_frame_cache_gives_the_same_items(tmp_path):
         assert torch.equal(a["source"], b["source"]) and torch.equal(a["driving"], b["driving"])
     assert os.listdir(tmp_path / "cache" / "train")  # the strip was expanded
     assert not os.path.exists(train / INDEX_NAME)
+
+
+def test_the_config_selects_the_caches(tmp_path, tiny_config_path):
+    """`dataset_params.frame_cache` / `index_cache` reach the trainer's dataset (train._dataset)."""
+    import yaml
+
+    from modules.family import load_config
+    from train import _dataset
+
+    train = tmp_path / "train"
+    os.makedirs(train)
+    iio.imwrite(train / "strip.png", np.concatenate(list(moving_frames(6)), axis=1))
+    raw = yaml.safe_load(open(tiny_config_path, encoding="utf-8"))
+    raw["dataset_params"].update({"root_dir": str(tmp_path), "frame_shape": [32, 32, 3]})
+    _dataset(load_config(raw))[0]
+    assert os.path.exists(train / INDEX_NAME) and not os.path.exists(tmp_path / "cache")  # the defaults
+    os.remove(train / INDEX_NAME)
+    raw["dataset_params"].update({"index_cache": False, "frame_cache": str(tmp_path / "cache")})
+    _dataset(load_config(raw))[0]
+    assert not os.path.exists(train / INDEX_NAME) and os.listdir(tmp_path / "cache" / "train")

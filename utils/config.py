@@ -246,6 +246,8 @@ DATASET_PARAMS: dict[str, Any] = {
     "pairs_list": Str(None, nullable=True, compat=True,
                       doc="csv of (source, driving) pairs of the reference's animate protocol"),
     "augmentation_params": _AUGMENTATION,
+    "index_cache": Bool(True, doc="keep each split's video index in <split>/.video_index.json (rebuilt where stale)"),
+    "frame_cache": Str(None, nullable=True, doc="folder where png strips are expanded into frames once (fast access)"),
 }
 
 # the trainer's own keys, shared by every family (not in the published configs)
