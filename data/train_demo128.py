@@ -37,9 +37,7 @@ def export_fp16(checkpoint: str, path: str, networks: tuple[str, ...] = ANIMATIO
 
     Integer buffers (BatchNorm's `num_batches_tracked`) stay as they are. Loading casts back to fp32.
     """
-    import torch
-
-    from modules.checkpoint import read_checkpoint
+    from modules.checkpoint import read_checkpoint, write_checkpoint_file
 
     data = read_checkpoint(checkpoint)
     missing = [name for name in networks if name not in data]
@@ -50,9 +48,7 @@ def export_fp16(checkpoint: str, path: str, networks: tuple[str, ...] = ANIMATIO
     out["epoch"] = int(data.get("epoch", -1))
     out["precision"] = "fp16"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(out, tmp)
-    os.replace(tmp, path)
+    write_checkpoint_file(out, path)
     return {"path": path, "bytes": os.path.getsize(path), "epoch": out["epoch"]}
 
 

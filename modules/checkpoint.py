@@ -125,11 +125,11 @@ def save_checkpoint(path: str | os.PathLike, models: Mapping[str, nn.Module],
     for stale in stale_temporaries(path):  # left by a process killed while writing (kill -9, power loss)
         os.remove(stale)
         print(f"removed {stale}, an unfinished checkpoint write of a process that no longer runs", file=sys.stderr)
-    _write(data, path)
+    write_checkpoint_file(data, path)
     return path
 
 
-def _write(data: dict, path: str) -> None:
+def write_checkpoint_file(data: dict, path: str) -> None:
     """torch.save to `<path>.tmp.<pid>`, renamed over `path` when complete; an OS error (disk full) is one line."""
     tmp = temporary_path(path)
     try:
@@ -204,7 +204,7 @@ def convert_legacy(path: str, out: str) -> list[str]:
     clean = tensors_only(data, "", dropped)
     if not isinstance(clean, dict):
         raise CheckpointError(f"checkpoint {path} is not a dict of state dicts")
-    _write(clean, out)
+    write_checkpoint_file(clean, out)
     return dropped
 
 
