@@ -27,13 +27,17 @@ DRIVING_CLIP = os.path.join(DATA, "carphone.mp4")
 
 
 def load_models(config: str, checkpoint: str | None = None) -> dict:
-    """The config's networks in eval mode: checkpoint weights, or the seeded recipe when none is given."""
-    from modules import build_models, load_checkpoint
+    """The config's networks in eval mode: checkpoint weights, or the family's seeded recipe when none is given."""
+    from modules import build_models, family_of, load_checkpoint, load_config
+    from modules.fomm.weight_recipe import fill_fomm_models
     from utils.weight_recipe import fill_models
 
-    models = build_models(config)
+    resolved = load_config(config)
+    models = build_models(resolved)
     if checkpoint:
         load_checkpoint(checkpoint, models)
+    elif family_of(resolved).name == "fomm":
+        fill_fomm_models(models)
     else:
         fill_models(models)
     for m in models.values():
