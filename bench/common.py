@@ -27,13 +27,17 @@ DRIVING_CLIP = os.path.join(DATA, "carphone.mp4")
 
 
 def load_models(config: str, checkpoint: str | None = None) -> dict:
-    """The config's networks in eval mode: checkpoint weights, or the seeded recipe when none is given."""
-    from modules import build_models, load_checkpoint
+    """The config's networks in eval mode: checkpoint weights, or the family's seeded recipe when none is given."""
+    from modules import build_models, family_of, load_checkpoint, load_config
+    from modules.fomm.weight_recipe import fill_fomm_models
     from utils.weight_recipe import fill_models
 
-    models = build_models(config)
+    resolved = load_config(config)
+    models = build_models(resolved)
     if checkpoint:
         load_checkpoint(checkpoint, models)
+    elif family_of(resolved).name == "fomm":
+        fill_fomm_models(models)
     else:
         fill_models(models)
     for m in models.values():
@@ -70,7 +74,18 @@ def machine_info(threads: int) -> dict:
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
-    """Best measured GFLOP/s of an n x n matmul in `dtype` (the machine's practical peak)."""
+    """Best measured GFLOP/s of an n x n matmul in `dtype` (the machine's practical peak).
+
+    n shrinks (by halves, down to 256) while one call would take over a second: a CPU without a
+    fast kernel for `dtype` (bf16 matmul on an AMD EPYC without AMX: 5 s at n = 1024) still
+    reports its rate in a few seconds.
+    """
+    trial = torch.randn(256, 256).to(dtype)
+    t0 = time.perf_counter()
+    torch.mm(trial, trial)
+    per_flop = (time.perf_counter() - t0) / (2 * 256 ** 3)
+    while n > 256 and 2 * n ** 3 * per_flop > 1.0:
+        n //= 2
     a = torch.randn(n, n).to(dtype)
     b = torch.randn(n, n).to(dtype)
     torch.mm(a, b)

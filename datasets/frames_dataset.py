@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from datasets.augmentation import VideoAugmentation
 from datasets.video_index import INDEX_NAME, expanded_strip, is_strip, open_videos
 from utils.errors import UserError
+from utils.frames import to_tensor
 from utils.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, VideoReader
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def video_id(path: str) -> str:
 
 def frames_to_tensor(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """(T, H, W, 3) uint8 -> (T, 3, h, w) float in [0, 1], resized (antialiased bilinear) if needed."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)  # T x 3 x H x W
+    x = to_tensor(frames)  # T x 3 x H x W
     if tuple(x.shape[2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
     return x

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from utils.io import atomic_write
 from utils.video import VIDEO_EXTENSIONS, MediaError
 
 REQUIRED_COLUMNS = ("video_id", "start", "end", "bbox", "fps", "width", "height")
@@ -240,9 +241,7 @@ def prepare_from_metadata(metadata: str, source_dir: str, output: str, image_sha
 
 
 def _write_table(path: str, rows: list[dict]) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_write(path) as handle:
         table = csv.DictWriter(handle, fieldnames=list(rows[0]))
         table.writeheader()
         table.writerows(rows)
-    os.replace(tmp, path)

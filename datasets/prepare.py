@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from utils.errors import UserError
+from utils.io import atomic_write
 from utils.media import open_upright_video
 from utils.video import VIDEO_EXTENSIONS, MediaError
 
@@ -261,12 +262,10 @@ def prepare_dataset(inputs: list[str] | str, output: str, kind: str = "face", im
         raise PrepareError(f"no clips found: no {kind} tracked for {min_frames}+ frames in {len(videos)} video(s)"
                            + (f" ({len(skipped)} unreadable)" if skipped else ""))
     os.makedirs(output, exist_ok=True)
-    tmp = os.path.join(output, f".clips.csv.tmp{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_write(os.path.join(output, "clips.csv")) as handle:
         table = csv.DictWriter(handle, fieldnames=list(rows[0]))
         table.writeheader()
         table.writerows(rows)
-    os.replace(tmp, os.path.join(output, "clips.csv"))
     return {"clips": rows, "skipped": skipped, "output": output,
             "train": sum(r["split"] == "train" for r in rows), "test": sum(r["split"] == "test" for r in rows)}
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.detectors import face_landmarker
+from utils.frames import to_uint8
 from utils.video import open_video
 
 Frames = Union[str, np.ndarray, torch.Tensor]
@@ -42,7 +43,7 @@ def as_uint8_frames(video: Frames) -> np.ndarray:
     if isinstance(video, torch.Tensor):
         if video.ndim != 4 or video.shape[1] != 3:
             raise ValueError(f"expected (T, 3, H, W) frames, got {tuple(video.shape)}")
-        return video.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return to_uint8(video)
     frames = np.asarray(video)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
         raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.dtype} {frames.shape}")

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.frames import to_tensor
 from utils.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError
 
 
@@ -56,7 +57,7 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     The one resize of this project's evaluation: bilinear with antialiasing
     (`align_corners=False`); frames already at `size` are only converted.
     """
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)  # n x 3 x H x W
+    x = to_tensor(frames)  # n x 3 x H x W
     h, w = int(size[0]), int(size[1])
     if x.shape[-2:] != (h, w):
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp_(0.0, 1.0)

@@ -154,27 +154,46 @@ class _PhaseUpBlock(nn.Module):
         conv = block.conv
         if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.groups != 1 or conv.stride != (1, 1):
             raise ValueError("phase folding needs a 3x3 conv with padding 1")
-        w = conv.weight.detach()  # Cout x Cin x 3 x 3
-        cout = w.shape[0]
-        phases = []
-        for a in range(2):
-            for b in range(2):
-                taps = [[w[:, :, list(self._TAPS[a][u])][:, :, :, list(self._TAPS[b][v])].sum(dim=(2, 3))
-                         for v in range(2)] for u in range(2)]
-                phases.append(torch.stack([torch.stack(row, dim=-1) for row in taps], dim=-2))  # Cout x Cin x 2 x 2
-        self.weight = nn.Parameter(torch.cat(phases, dim=0), requires_grad=False)  # 4*Cout x Cin x 2 x 2, (a, b, c)
-        bias = conv.bias.detach() if conv.bias is not None else w.new_zeros(cout)
-        self.bias = nn.Parameter(bias.repeat(4), requires_grad=False)
-        self.out_channels = cout
+        # not a parameter or buffer: the engine's dtype conversion leaves it fp32 (and, in a prepared copy,
+        # the module's own tensor), so the folded taps are summed in fp32 and rounded once
+        self._weight_fp32 = conv.weight.detach()  # Cout x Cin x 3 x 3
+        self.out_channels = conv.weight.shape[0]
         self.norm = norm
         self.conv = conv  # the unfolded conv, for small inputs
+        self._folded: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The folded kernel (4 * Cout, Cin, 2, 2), phases (a, b) outermost, in the conv's dtype and layout."""
+        return self._fold()[0]
+
+    def _fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Folded weight and bias, built on the first map large enough to use them: the hourglass bottom's
+        blocks (the widest, 1024 channels on 2x2 to 8x8 maps at 256 px) never hold a second kernel."""
+        if self._folded is None:
+            conv = self.conv
+            with torch.inference_mode(False), torch.no_grad():
+                w = self._weight_fp32.to(conv.weight.device, torch.float32)
+                phases = []
+                for a in range(2):
+                    for b in range(2):
+                        taps = [[w[:, :, list(self._TAPS[a][u])][:, :, :, list(self._TAPS[b][v])].sum(dim=(2, 3))
+                                 for v in range(2)] for u in range(2)]
+                        phases.append(torch.stack([torch.stack(r, dim=-1) for r in taps], dim=-2))  # Cout x Cin x 2 x 2
+                weight = torch.cat(phases, dim=0).to(conv.weight.dtype)  # 4*Cout x Cin x 2 x 2, (a, b, c)
+                if conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous():
+                    weight = weight.contiguous(memory_format=torch.channels_last)
+                bias = conv.bias if conv.bias is not None else conv.weight.new_zeros(self.out_channels)
+                self._folded = (weight, bias.detach().repeat(4))
+        return self._folded
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         if h * w < self.MIN_PIXELS:
             return F.relu(self.norm(self.conv(F.interpolate(x, scale_factor=2))), inplace=True)
         c = self.out_channels
-        y = F.conv2d(x, self.weight, self.bias, padding=1)  # N x 4C x (h+1) x (w+1)
+        weight, bias = self._fold()
+        y = F.conv2d(x, weight, bias, padding=1)  # N x 4C x (h+1) x (w+1)
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             y = y.permute(0, 2, 3, 1)  # N x (h+1) x (w+1) x 4C, a view of the channels-last result
             out = y.new_empty(n, h, 2, w, 2, c)  # N x h x a x w x b x C
@@ -197,13 +216,18 @@ def _prepare_module(module: nn.Module, dtype: torch.dtype, channels_last: bool, 
                     keep_fp32: tuple[str, ...] = ()) -> nn.Module:
     """A frozen copy of `module` in `dtype` (norm affine parameters fp32) for the engine.
 
+    Tensors the copy keeps unchanged (same dtype, same layout) share the module's storage.
+
     keep_fp32: names of children that keep fp32 weights (e.g. the once-per-video source encoder).
     A network with engine hooks (`EngineHooks`) gets `compute` set, so its own forward casts
     into the convs' dtype and layout and back to fp32 where the module doc says.
     """
-    prepared = copy.deepcopy(module).eval()
-    for p in prepared.parameters():
-        p.requires_grad_(False)
+    # the copy's tensors start as views of the module's (new Parameter objects, the same storage):
+    # every tensor the preparation replaces is replaced, not written, so the module is never changed,
+    # and what it keeps as is (fp32 weights that are not folded) is not held twice
+    memo = {id(t): nn.Parameter(t.detach(), requires_grad=False) for t in module.parameters()}
+    memo.update({id(t): t.detach() for t in module.buffers()})
+    prepared = copy.deepcopy(module, memo).eval()
 
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():
@@ -262,7 +286,9 @@ def prepared(module: nn.Module, dtype: torch.dtype = torch.float32, channels_las
     """Cached `_prepare_module(module, ...)`; rebuilt when the module's weights change.
 
     An eval-mode module that the options would leave unchanged (fp32, NCHW, no UpBlock to
-    fold) is returned as is: no second copy of its weights.
+    fold) is returned as is: no second copy of its weights; in a copy, the tensors it keeps
+    unchanged share the module's storage (a copy made before an in-place weight update is
+    rebuilt on the next call, as the module itself would be).
     """
     if not _needs_copy(module, dtype, channels_last, fold_upsampling):
         return module

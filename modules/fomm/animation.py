@@ -180,3 +180,26 @@ def make_fomm_animation(source: torch.Tensor, driving: torch.Tensor, models: dic
                             use_relative_movement=use_relative_movement, use_relative_jacobian=use_relative_jacobian,
                             adapt_movement_scale=adapt_movement_scale)
     return torch.cat([animator(driving[i:i + batch_size]) for i in range(0, driving.shape[0], batch_size)], dim=0)
+
+
+@torch.no_grad()
+def animate_fomm_plain(source: torch.Tensor, driving: torch.Tensor, models: dict[str, nn.Module],
+                       mode: str = "relative") -> torch.Tensor:
+    """The reference FOMM demo's loop (demo.py make_animation), the baseline of the benches.
+
+    Batch 1, one frame at a time, no caching: the source keypoints and the first driving
+    frame's are computed once (as the reference does); the generator re-encodes the source
+    and rebuilds its heatmaps for every frame. mode: 'relative' (relative movement and
+    Jacobian, adaptive scale) or 'standard'.
+    """
+    relative, jacobian, adapt = resolve_options(mode)
+    kp_detector, generator = models["kp_detector"], models["generator"]
+    kp_source = kp_detector(source)
+    kp_initial = kp_detector(driving[:1])
+    out = []
+    for t in range(driving.shape[0]):
+        kp_driving = kp_detector(driving[t:t + 1])
+        kp_norm = normalize_kp(kp_source, kp_driving, kp_initial, adapt_movement_scale=adapt,
+                               use_relative_movement=relative, use_relative_jacobian=jacobian)
+        out.append(generator(source, kp_driving=kp_norm, kp_source=kp_source)["prediction"])
+    return torch.cat(out, dim=0)  # T x C x H x W
