@@ -44,9 +44,9 @@ DEFAULT_MAX_FILE_SIZE_MB = 100.0
 PASTE_CHOICES = ("auto", "on", "off")  # auto: on when the photo is larger than the model's frames
 JOB_MAX_AGE_S = 15 * 60          # our job folders; Gradio keeps its copies of the results for CACHE_MAX_AGE_S
 CACHE_MAX_AGE_S = 24 * 3600
-# The demo model `make demo` trains (documented in the README, section "app").
-DEMO_CONFIG = os.path.join("config", "demo.yaml")
-DEMO_CHECKPOINT = os.path.join("checkpoints", "demo.pth.tar")
+# The page's default model: the shipped pretrained one, else the small one `make demo` trains
+# (README, sections "What `make demo` does" and "app").
+DEFAULT_MODELS = ("demo128", "demo")
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,14 @@ def parse_model_spec(spec: str) -> ModelChoice:
         name = os.path.basename(checkpoint)
         name = name[: -len(CHECKPOINT_SUFFIX)] if name.endswith(CHECKPOINT_SUFFIX) else os.path.splitext(name)[0]
     return ModelChoice(name=name, config=config, checkpoint=checkpoint)
+
+
+def default_model(models: Mapping[str, Any]) -> str | None:
+    """The model selected when the page opens: the first of DEFAULT_MODELS offered, else the first listed."""
+    for name in DEFAULT_MODELS:
+        if name in models:
+            return name
+    return next(iter(models), None)
 
 
 def default_examples() -> list[list[str]]:
@@ -355,7 +363,7 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
     animate = _animate_handler(models, checker, run, work_dir, running, device)
 
     labels = [(m.label, name) for name, m in models.items()]
-    default = "demo" if "demo" in models else (labels[0][1] if labels else None)
+    default = default_model(models)
     with gr.Blocks(title="Image animation", analytics_enabled=False,
                    delete_cache=(3600, CACHE_MAX_AGE_S)) as demo:
         gr.Markdown("## Animate a photo with a driving video\n"

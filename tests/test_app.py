@@ -323,6 +323,18 @@ def test_find_models_matches_configs(tmp_path, tiny_checkpoint, tiny_config_path
     assert app.find_models(str(tmp_path / "missing"), str(configs)) == {}
 
 
+def test_the_page_opens_on_the_shipped_model():
+    import app
+
+    assert app.default_model({"vox": 1, "demo": 2, "demo128": 3}) == "demo128"
+    assert app.default_model({"vox": 1, "demo": 2}) == "demo"
+    assert app.default_model({"vox": 1, "taichi": 2}) == "vox"
+    assert app.default_model({}) is None
+    found = app.find_models(os.path.join(app.ROOT, "checkpoints"), os.path.join(app.ROOT, "config"))
+    assert app.default_model(found) == "demo128"  # the model committed with the repository
+    assert found["demo128"].config == os.path.join(app.ROOT, "config", "demo128.yaml")
+
+
 def test_command_line_options(tmp_path, capsys, tiny_checkpoint, tiny_config_path):
     import app
 

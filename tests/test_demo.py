@@ -1,26 +1,65 @@
-"""`make demo` end to end, shortened: one training step, then reconstruction, baseline and animation."""
+"""`make demo` end to end, shortened: the shipped-model part with a stand-in model, one training step,
+reconstruction tables, animation, side-by-side image and training curves."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 
+import torch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUMBER = r"[\d.]+"
+
+
+def stand_in_shipped_model(path: str) -> str:
+    """A config/demo128.yaml model with seeded random weights, exported as data/train_demo128.py ships it."""
+    from modules import build_models
+
+    spec = importlib.util.spec_from_file_location("train_demo128", os.path.join(ROOT, "data", "train_demo128.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    full = path + ".full"
+    torch.save({name: m.state_dict() for name, m in build_models(os.path.join(ROOT, "config", "demo128.yaml")).items()}
+               | {"epoch": 0}, full)
+    script.export_fp16(full, path)
+    os.remove(full)
+    return path
+
+
+def table(out: str, title: str) -> dict[str, list[float]]:
+    """{clip: [numbers]} of the table printed under the line starting with `title`."""
+    block = out.split("\n" + title, 1)[1].split("\n\n", 1)[0]
+    return {m.group(1): [float(x) for x in m.group(2).split()]
+            for m in re.finditer(rf"^(\S+#\d+|all frames)\s+((?:{NUMBER}\s*)+)$", block, flags=re.M)}
 
 
 def test_demo_smoke(tmp_path):
+    shipped = stand_in_shipped_model(str(tmp_path / "shipped.pth.tar"))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "demo_train.py"), "--epochs", "1", "--steps_per_epoch", "1",
-                           "--work_dir", str(tmp_path)], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                           "--shipped", shipped, "--work_dir", str(tmp_path)], capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
     for path in ("checkpoints/demo.pth.tar", "demo_out/animation.mp4", "demo_out/side_by_side.png",
-                 "demo_out/reconstruction/l1.json", "log/demo/log.txt"):
+                 "demo_out/training_curves.png", "demo_out/pretrained/reconstruction/l1.json",
+                 "demo_out/short_run/reconstruction/l1.json", "log/demo/log.txt"):
         assert os.path.getsize(tmp_path / path) > 0, path
-    rows = dict(re.findall(r"^(\S+#\d+|all frames)\s+([\d.]+)\s+[\d.]+$", out, flags=re.M))
-    assert set(rows) == {"carphone#003", "single_face#003", "all frames"}, out
-    assert "repeat source" in out and "time: training" in out
+
+    pretrained = table(out, "shipped model, 128 px")
+    assert set(pretrained) == {"carphone-heldout#000", "single_face-heldout#000", "wolfganglanger-heldout#000",
+                               "all frames"}, out
+    for clip, numbers in pretrained.items():  # model L1, repeat source, ratio (+ motion r per clip)
+        assert len(numbers) == (3 if clip == "all frames" else 4), (clip, numbers)
+        assert abs(numbers[0] / numbers[1] - numbers[2]) < 0.01, (clip, numbers)
+    short = table(out, "short run from scratch, 64 px")
+    assert set(short) == {"carphone#003", "single_face#003", "all frames"}, out
+    assert "time: shipped model" in out and "training" in out
+
     from utils.video import open_video
 
-    assert open_video(str(tmp_path / "demo_out" / "animation.mp4")).num_frames == 30
+    driving = os.path.join(ROOT, "data", "demo128", "test", "wolfganglanger-heldout#000.mp4")
+    assert open_video(str(tmp_path / "demo_out" / "animation.mp4")).num_frames == open_video(driving).num_frames
