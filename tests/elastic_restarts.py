@@ -23,5 +23,6 @@ if attempt < deaths:
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(0.5)
     dist.all_reduce(value)  # fails: the peer is gone; torchrun restarts the group
-print(f"attempt {attempt} rank {dist.get_rank()} sum {value.item():g}", flush=True)
+# One write() per line: the two ranks share torchrun's stdout pipe, and print() can interleave them.
+os.write(1, f"attempt {attempt} rank {dist.get_rank()} sum {value.item():g}\n".encode())
 dist.destroy_process_group()

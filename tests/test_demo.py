@@ -54,7 +54,9 @@ def test_demo_smoke(tmp_path):
                                "all frames"}, out
     for clip, numbers in pretrained.items():  # model L1, repeat source, ratio (+ motion r per clip)
         assert len(numbers) == (3 if clip == "all frames" else 4), (clip, numbers)
-        assert abs(numbers[0] / numbers[1] - numbers[2]) < 0.01, (clip, numbers)
+        l1, baseline, ratio = numbers[:3]  # printed with 4, 4 and 2 decimals: allow for their rounding
+        rounding = 0.005 + (l1 / baseline) * (5e-5 / l1 + 5e-5 / baseline)
+        assert abs(l1 / baseline - ratio) <= rounding, (clip, numbers)
     short = table(out, "short run from scratch, 64 px")
     assert set(short) == {"carphone#003", "single_face#003", "all frames"}, out
     assert "time: shipped model" in out and "training" in out

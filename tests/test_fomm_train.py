@@ -69,12 +69,19 @@ def test_losses_match_reference(io, train_case):
         assert losses[name].item() == pytest.approx(value, rel=1e-5), name
 
 
+# Images depend on which CPU kernels ran: 0 on the fixture's AVX-512 kernels; with PyTorch's and oneDNN's AVX2
+# kernels (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, as on a CPU without AVX-512; a CI machine failed
+# at 1e-5) prediction 3.2e-5, occlusion 7e-6, deformed 2.2e-4 (a source warped by keypoints 6e-6 apart), the
+# same order with SSE4.1 kernels. A wrong warp or occlusion moves them by 1e-2 or more.
+IMAGE_ATOL, DEFORMED_ATOL = 1e-4, 1e-3
+
+
 def test_generated_outputs_match_reference(io, train_case):
     _, _, generated = train_case
     ref = io["train"]["generated"]
     for key in ("prediction", "occlusion_map", "mask", "transformed_frame"):
-        assert (generated[key] - ref[key]).abs().max().item() <= 1e-5, key
-    assert (generated["deformed"] - ref["deformed"]).abs().max().item() <= 5e-5
+        assert (generated[key] - ref[key]).abs().max().item() <= IMAGE_ATOL, key
+    assert (generated["deformed"] - ref["deformed"]).abs().max().item() <= DEFORMED_ATOL
     for key in ("kp_source", "kp_driving", "transformed_kp"):
         for part in ("value", "jacobian"):
             assert (generated[key][part] - ref[key][part]).abs().max().item() <= 1e-5, f"{key}.{part}"

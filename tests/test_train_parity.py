@@ -24,11 +24,19 @@ def build_full(tiny_config_path):
     return full, models
 
 
-# Gradient norms are compared at 5e-3 relative: in float32 they are only determined to a few 1e-3 (for
+# Gradient norms: in float32 they are only determined to a few 1e-3 (for
 # 'dropout_after_bg_start', kp_detector/perceptual: reference 4161.95, ours 4167.12 in float32, 4153.49 when
 # the same computation runs in float64), because dropped TPS channels can leave a masked-softmax partition
-# dominated by its +1e-6 term. Losses and forward tensors match far tighter (1e-3 relative, 1e-4 absolute).
-GRAD_RTOL = 5e-3
+# dominated by its +1e-6 term. Losses and keypoints match far tighter (1e-3 relative, 1e-4 absolute).
+# Across CPU kernels they differ more: kp_detector/perceptual of 'no_dropout' is 6.8e-3 off with AVX2 kernels
+# and 4.3e-3 with SSE4.1 kernels (the largest of all cases and modules), so 2e-2; a dropped loss term or a
+# detached path is off by 10% or more.
+GRAD_RTOL = 2e-2
+# The predicted image of this untrained tiny model depends on which CPU kernels ran: 9.5e-6 from the fixture
+# with AVX-512 kernels, 1.4e-4 with PyTorch's and oneDNN's AVX2 kernels (ATEN_CPU_CAPABILITY=avx2
+# ONEDNN_MAX_CPU_ISA=AVX2, as on a CPU without AVX-512; a CI machine failed at 1e-4), 2.5e-4 with SSE4.1 kernels,
+# while the keypoints stay within 2.2e-6 everywhere. A wrong warp or occlusion moves it by 1e-2 or more.
+PREDICTION_ATOL = 1e-3
 
 
 @pytest.mark.parametrize("case,replay", [(c, False) for c in CASES] + [("dropout_after_bg_start", True)],
@@ -55,7 +63,7 @@ def test_losses_and_gradients(tiny_io, tiny_config_path, case, replay):
     assert set(losses) == set(data["losses"])
     for name, ref in data["losses"].items():
         assert losses[name].item() == pytest.approx(ref, rel=1e-3), name
-    assert (generated["prediction"] - data["prediction"]).abs().max() < 1e-4
+    assert (generated["prediction"] - data["prediction"]).abs().max() < PREDICTION_ATOL
     assert (generated["kp_driving"]["fg_kp"] - data["kp_driving"]).abs().max() < 1e-4
     assert (generated["transformed_kp"]["fg_kp"] - data["transformed_kp"]).abs().max() < 1e-4
 
