@@ -34,6 +34,7 @@ import gradio as gr
 
 import animate as animate_cli  # the command line's code path: run_animation, MODES, resolve_device
 from utils.crop import CROPS
+from utils.errors import UserError as InputError  # the framework's user-facing errors (UserError here is gradio's)
 from web.live import LiveSessions, live_tab
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -133,15 +134,23 @@ def parse_model_spec(spec: str) -> ModelChoice:
     if "=" in spec:
         name, spec = spec.split("=", 1)
     if ":" not in spec:
-        raise ValueError(f"--model expects CONFIG:CHECKPOINT, got {spec!r}")
+        raise InputError(f"--model expects CONFIG:CHECKPOINT, got {spec!r}")
     config, checkpoint = spec.rsplit(":", 1)
     for path in (config, checkpoint):
         if not os.path.isfile(path):
-            raise ValueError(f"--model {spec}: file not found: {path}")
+            raise InputError(f"--model {spec}: file not found: {path}")
     if name is None:
         name = os.path.basename(checkpoint)
         name = name[: -len(CHECKPOINT_SUFFIX)] if name.endswith(CHECKPOINT_SUFFIX) else os.path.splitext(name)[0]
     return ModelChoice(name=name, config=config, checkpoint=checkpoint)
+
+
+def check_model(choice: ModelChoice) -> None:
+    """Refuse a model the page could not animate with: its config (types, ranges) and its checkpoint
+    (readable, every network the family animates with, key names and shapes), as a one-line `InputError`."""
+    from modules.loading import load_models
+
+    load_models(choice.config, choice.checkpoint, "relative", animate_cli.resolve_device("cpu"))
 
 
 def default_model(models: Mapping[str, Any]) -> str | None:
@@ -431,8 +440,6 @@ def _orig_name(payload: Any) -> str | None:
 
 def _known_errors() -> tuple[type, ...]:
     """Errors whose one-line message is meant for the user (no traceback needed)."""
-    from utils.errors import UserError as InputError  # every user-facing error of the framework
-
     return (InputError, FileNotFoundError)
 
 
@@ -442,10 +449,15 @@ def parse_size(text: str) -> int | None:
     if text in ("0", "none", "inf", ""):
         return None
     units = {"kb": 1e3, "mb": 1e6, "gb": 1e9, "b": 1}
-    for unit, factor in units.items():
+    number, factor = text, 1e6
+    for unit, scale in units.items():
         if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(float(text) * 1e6)
+            number, factor = text[: -len(unit)], scale
+            break
+    try:
+        return int(float(number) * factor)
+    except ValueError:
+        raise InputError(f"--max_file_size expects a size such as 100, 500kb or 2gb, got {text!r}") from None
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, max_file_size: int | None = int(100e6),
@@ -479,14 +491,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         models = find_models(args.checkpoints_dir, args.config_dir)
-        for spec in args.model:
+        for spec in args.model:  # named on the command line: checked before the page starts
             choice = parse_model_spec(spec)
+            check_model(choice)
             models[choice.name] = choice
         max_file_size = parse_size(args.max_file_size)
         if args.concurrency < 1 or args.queue_size < 1 or args.live_sessions < 1:
-            raise ValueError("--concurrency, --queue_size and --live_sessions must be at least 1")
+            raise InputError("--concurrency, --queue_size and --live_sessions must be at least 1")
         device = str(animate_cli.resolve_device(args.device))
-    except ValueError as err:
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not models:

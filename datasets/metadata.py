@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from utils.errors import UserError
 from utils.io import atomic_write
 from utils.video import VIDEO_EXTENSIONS, MediaError
 
@@ -37,7 +38,7 @@ REQUIRED_COLUMNS = ("video_id", "start", "end", "bbox", "fps", "width", "height"
 PARTITIONS = ("train", "test")
 
 
-class MetadataError(ValueError):
+class MetadataError(UserError):
     """A metadata file or source folder that cannot be used (one-line message)."""
 
 
@@ -197,6 +198,9 @@ def prepare_from_metadata(metadata: str, source_dir: str, output: str, image_sha
     """Cut every clip of `metadata` from `source_dir/<video_id>.mp4` into `output/{train,test}`; return a summary."""
     if fmt not in ("mp4", "png"):
         raise MetadataError(f"format must be mp4 or png, got {fmt!r}")
+    from datasets.prepare import check_output
+
+    check_output(output, image_shape)
     clips = read_metadata(metadata, default_partition)
     sources = locate_sources(clips, source_dir, skip_missing)
     by_video: dict[str, list[MetaClip]] = {}

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from utils.errors import UserError
-from utils.io import atomic_write
+from utils.io import atomic_write, check_writable
 from utils.media import open_upright_video
+from utils.resources import check_fits
 from utils.video import VIDEO_EXTENSIONS, MediaError
 
 KINDS = ("face", "person")
@@ -212,6 +213,16 @@ def list_inputs(inputs: list[str]) -> list[str]:
     return videos
 
 
+def check_output(output: str, image_shape: tuple[int, int]) -> None:
+    """Refuse, before anything is written, a dataset folder that cannot be created and a clip size whose
+    frames cannot fit in memory (one cropped frame at `image_shape` in float32 and uint8: a lower bound)."""
+    check_writable(output, "dataset folder")
+    if os.path.lexists(output) and not os.path.isdir(output):
+        raise PrepareError(f"cannot create the dataset folder {os.path.abspath(output)}: it is a file")
+    height, width = (int(v) for v in image_shape[:2])
+    check_fits(height * width * 3 * (4 + 1), f"cutting clips at {height}x{width}")
+
+
 def prepare_dataset(inputs: list[str] | str, output: str, kind: str = "face", image_shape=(256, 256),
                     fmt: str = "mp4", detect_every: int = 1, iou_with_initial: float = 0.25, min_frames: int = 64,
                     max_missed: int = 1, increase: float | None = None, test_ratio: float = 0.2,
@@ -226,6 +237,7 @@ def prepare_dataset(inputs: list[str] | str, output: str, kind: str = "face", im
         raise PrepareError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if detect_every < 1 or min_frames < 1:
         raise PrepareError("detect_every and min_frames must be at least 1")
+    check_output(output, image_shape)
     videos = list_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     names = [os.path.splitext(os.path.basename(v))[0] for v in videos]
     ids = [n.split("#")[0] for n in names]
@@ -317,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                                   min_frames=args.min_frames, max_missed=args.max_missed, increase=args.increase,
                                   test_ratio=args.test_ratio, test_videos=args.test_videos,
                                   show_progress=not args.quiet)
-    except (PrepareError, MediaError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -329,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main_metadata(args: argparse.Namespace) -> int:
-    from datasets.metadata import MetadataError, prepare_from_metadata
+    from datasets.metadata import prepare_from_metadata
 
     if args.source_dir is None:
         print("error: --metadata needs --source_dir, the folder with the source videos <video_id>.mp4", file=sys.stderr)
@@ -339,7 +351,7 @@ def _main_metadata(args: argparse.Namespace) -> int:
                                         fmt=args.fmt, default_partition=args.default_partition,
                                         skip_missing=args.skip_missing, workers=args.workers,
                                         show_progress=not args.quiet)
-    except (MetadataError, MediaError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

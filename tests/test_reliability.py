@@ -230,3 +230,80 @@ def test_stale_partial_outputs_of_dead_processes_are_removed_live_ones_kept(tmp_
                          "--quiet"]) == 0
     assert not stale.exists() and live.exists() and (tmp_path / "r.mp4").is_file()
     assert "unfinished output(s) of interrupted runs" in capsys.readouterr().err
+
+
+def _bad_config(tmp_path, section: str, key: str, value) -> str:
+    raw = yaml.safe_load(open(os.path.join(ROOT, "tests", "fixtures", "tiny.yaml"), encoding="utf-8"))
+    node = raw
+    for part in section.split("."):
+        node = node[part]
+    node[key] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return str(path)
+
+
+PREPARE_CASES = [
+    ("blocked output", lambda t: t / "blocker" / "dataset", [], "is a file, not a folder"),
+    ("output is a file", lambda t: t / "blocker", [], "it is a file"),
+    ("huge size", lambda t: t / "dataset", ["--image_shape", "100000,100000"],
+     "cutting clips at 100000x100000 needs at least"),
+    ("missing input", lambda t: t / "dataset", ["--input", "no-such-video.mp4"], "no-such-video.mp4"),
+]
+
+
+@pytest.mark.parametrize("output,extra,words", [c[1:] for c in PREPARE_CASES], ids=[c[0] for c in PREPARE_CASES])
+def test_dataset_preparation_refuses_before_writing(output, extra, words, tmp_path, capsys):
+    from datasets import prepare
+
+    (tmp_path / "blocker").write_text("a file where a folder is needed")
+    video = os.path.join(ROOT, "data", "demo128", "test", "carphone-heldout#000.mp4")
+    argv = ["--output", str(output(tmp_path)), "--quiet", *extra]
+    if "--input" not in extra:
+        argv += ["--input", video]
+    before = snapshot(tmp_path)
+    assert prepare.main(argv) == 2
+    assert words in one_line_error(capsys)
+    assert snapshot(tmp_path) == before and sorted(os.listdir(tmp_path)) == ["blocker"]
+
+
+def _legacy_checkpoint(tmp_path, checkpoint: str) -> str:
+    data = torch.load(checkpoint, weights_only=True)
+    data["extra"] = time.struct_time((2026, 1, 1, 0, 0, 0, 0, 1, 0))
+    path = tmp_path / "legacy.pth.tar"
+    torch.save(data, path)
+    return str(path)
+
+
+APP_CASES = [
+    ("wrong type", lambda t, c, k: (_bad_config(t, "model_params.common_params", "num_tps", "ten"), k),
+     "'model_params.common_params.num_tps' must be an integer, got 'ten'"),
+    ("out of range", lambda t, c, k: (_bad_config(t, "train_params", "num_epochs", -3), k),
+     "'train_params.num_epochs' must be >= 1, got -3"),
+    ("truncated checkpoint", lambda t, c, k: (c, _truncated(t, k)), "truncated or not a PyTorch checkpoint"),
+    ("pickled code", lambda t, c, k: (c, _legacy_checkpoint(t, k)), "holds pickled Python objects"),
+]
+
+
+def _truncated(tmp_path, checkpoint: str) -> str:
+    path = tmp_path / "truncated.pth.tar"
+    path.write_bytes(open(checkpoint, "rb").read()[:1000])
+    return str(path)
+
+
+@pytest.mark.parametrize("make,words", [c[1:] for c in APP_CASES], ids=[c[0] for c in APP_CASES])
+def test_web_page_refuses_a_bad_model_before_it_starts(make, words, tmp_path, tiny_config_path, tiny_checkpoint,
+                                                       capsys, monkeypatch):
+    import app
+
+    monkeypatch.setattr(app, "create_app", lambda **kwargs: pytest.fail("the page started"))
+    config, checkpoint = make(tmp_path, tiny_config_path, tiny_checkpoint)
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    before = snapshot(tmp_path)
+    argv = ["--checkpoints_dir", str(empty), "--model", f"mine={config}:{checkpoint}", "--device", "cpu"]
+    assert app.main(argv) == 2
+    assert words in one_line_error(capsys)
+    assert app.main(["--checkpoints_dir", str(empty), "--max_file_size", "lots"]) == 2
+    assert "--max_file_size expects a size" in one_line_error(capsys)
+    assert snapshot(tmp_path) == before
