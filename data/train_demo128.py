@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=10, help="priority decrease (default 10)")
     parser.add_argument("--epochs", type=int, default=None, help="override train_params.num_epochs")
     parser.add_argument("--steps_per_epoch", type=int, default=None, help="cap steps per epoch (smoke runs)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="override train_params.precision: bf16 autocast (with channels-last) is about 1.8x "
+                             "faster on CPUs with AMX (1.3 against 2.3 s per step on a 2-core Xeon), about 20x slower without AMX")
     args = parser.parse_args(argv)
     limit_resources(args.threads, args.nice)
 
@@ -123,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         tp["num_epochs"] = args.epochs
     if args.steps_per_epoch is not None:
         tp["max_steps_per_epoch"] = args.steps_per_epoch
+    if args.precision is not None:
+        tp["precision"] = args.precision
+        tp["channels_last"] = args.precision == "bf16"
     root_dir = config["dataset_params"]["root_dir"]
     if not os.path.isabs(root_dir):
         config["dataset_params"]["root_dir"] = os.path.join(ROOT, root_dir)
