@@ -79,6 +79,17 @@ def _argv(name: str, config: str, checkpoint: str, out) -> list[str]:
     }[name]
 
 
+def _bad_config(tmp_path, section: str, key: str, value) -> str:
+    raw = yaml.safe_load(open(os.path.join(ROOT, "tests", "fixtures", "tiny.yaml"), encoding="utf-8"))
+    node = raw
+    for part in section.split("."):
+        node = node[part]
+    node[key] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return str(path)
+
+
 BAD_VALUES = [("model_params.common_params", "num_tps", "ten", "must be an integer, got 'ten'"),
               ("train_params", "num_epochs", -3, "must be >= 1, got -3")]
 ENTRY_POINTS = ["run", "train_avd", "animate", "reconstruction", "demo", "evaluation", "export"]
@@ -88,19 +99,13 @@ ENTRY_POINTS = ["run", "train_avd", "animate", "reconstruction", "demo", "evalua
 @pytest.mark.parametrize("section,key,value,words", BAD_VALUES, ids=["wrong type", "out of range"])
 def test_bad_config_value_is_refused_before_anything_is_written(entry, section, key, value, words, tmp_path,
                                                                 tiny_checkpoint, capsys):
-    raw = yaml.safe_load(open(os.path.join(ROOT, "tests", "fixtures", "tiny.yaml"), encoding="utf-8"))
-    node = raw
-    for part in section.split("."):
-        node = node[part]
-    node[key] = value
-    config = tmp_path / "bad.yaml"
-    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    config = _bad_config(tmp_path, section, key, value)
     out = tmp_path / "out"
     before = snapshot(tmp_path)
     main = _entry("run" if entry == "train_avd" else entry)
-    assert main(_argv(entry, str(config), tiny_checkpoint, out)) == 2
+    assert main(_argv(entry, config, tiny_checkpoint, out)) == 2
     line = one_line_error(capsys)
-    assert f"'{section}.{key}' {words}" in line and str(config) in line
+    assert f"'{section}.{key}' {words}" in line and config in line
     assert snapshot(tmp_path) == before and not out.exists()
 
 
@@ -230,17 +235,6 @@ def test_stale_partial_outputs_of_dead_processes_are_removed_live_ones_kept(tmp_
                          "--quiet"]) == 0
     assert not stale.exists() and live.exists() and (tmp_path / "r.mp4").is_file()
     assert "unfinished output(s) of interrupted runs" in capsys.readouterr().err
-
-
-def _bad_config(tmp_path, section: str, key: str, value) -> str:
-    raw = yaml.safe_load(open(os.path.join(ROOT, "tests", "fixtures", "tiny.yaml"), encoding="utf-8"))
-    node = raw
-    for part in section.split("."):
-        node = node[part]
-    node[key] = value
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return str(path)
 
 
 PREPARE_CASES = [
