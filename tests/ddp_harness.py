@@ -94,6 +94,7 @@ def kill_rank_at(epoch: int, step: int, rank: int = 1) -> None:
             def draws(self, e, s, *args):
                 first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
                 if (e, s) == (epoch, step) and du.get_rank() == rank and first_attempt:
+                    os.write(2, f"test hook: rank {rank} SIGKILLs itself at epoch {e} step {s}\n".encode())
                     os.kill(os.getpid(), signal.SIGKILL)
                 return super().draws(e, s, *args)
         return Dying
