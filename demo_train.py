@@ -1,7 +1,7 @@
-"""`make demo`: the shipped pretrained model at work, then a short training run from scratch.
+"""`make demo`: the pretrained model at work (when it is there), then a short training run from scratch.
 
 Steps (outputs under demo_out/, log/demo/ and checkpoints/demo.pth.tar):
-1. the shipped model (checkpoints/demo128.pth.tar, config/demo128.yaml: a narrow TPSMM trained
+1. the pretrained model, when checkpoints/demo128.pth.tar is there (config/demo128.yaml: a narrow TPSMM trained
    for hours by data/train_demo128.py on 128 px face crops of three real clips, data/demo128)
    reconstructs every held-out clip of data/demo128 from its first frame; per clip, its L1
    beside the L1 of simply repeating that first frame (the baseline a motion model has to beat)
@@ -9,7 +9,8 @@ Steps (outputs under demo_out/, log/demo/ and checkpoints/demo.pth.tar):
 2. it animates data/demo128/source.png (a face it never saw) with a held-out clip: an mp4 and
    a side-by-side image;
 3. config/demo.yaml (64 px, 8 epochs) is trained from scratch on data/demo in minutes, to show
-   that training works, and its held-out L1 is printed beside the shipped model's;
+   that training works; its held-out table (with motion r) is printed beside the pretrained model's
+   (without a pretrained model, the short run animates data/demo/source.png);
 4. a PNG of the training curves (losses per epoch) of both runs.
 
     python demo_train.py [--retrain] [--no_training] [--epochs N] [--steps_per_epoch N] [--work_dir DIR]
@@ -128,10 +129,10 @@ def shipped_model(out_dir: str, shipped: str = SHIPPED) -> tuple[dict, str] | No
     from animate import run_animation
 
     if not os.path.isfile(shipped):
-        print(f"[1/4] no shipped model at {shipped} (data/train_demo128.py trains it); skipped")
+        print(f"[1/4] no pretrained model at {shipped} (data/train_demo128.py trains it); skipped")
         return None
     config = _load(SHIPPED_CONFIG)
-    print(f"[1/4] the shipped model {shipped}: reconstructing the held-out clips of data/demo128 "
+    print(f"[1/4] the pretrained model {shipped}: reconstructing the held-out clips of data/demo128 "
           f"from their first frame")
     rows = held_out_report(config, shipped, os.path.join(out_dir, "pretrained"), motion=True)
     video = os.path.join(out_dir, "animation.mp4")
@@ -172,7 +173,7 @@ def training_curves(log_dir: str, path: str) -> str | None:
 
     runs = {}
     if os.path.isfile(SHIPPED_LOG):
-        runs["shipped model (config/demo128.yaml)"] = read_loss_log(SHIPPED_LOG)
+        runs["pretrained model (config/demo128.yaml)"] = read_loss_log(SHIPPED_LOG)
     short_log = os.path.join(log_dir, "log.txt")
     if os.path.isfile(short_log):
         runs["short run (config/demo.yaml)"] = read_loss_log(short_log)
@@ -182,7 +183,7 @@ def training_curves(log_dir: str, path: str) -> str | None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--retrain", action="store_true", help="train the short run again even if it finished")
-    parser.add_argument("--no_training", action="store_true", help="only the shipped model (steps 1, 2)")
+    parser.add_argument("--no_training", action="store_true", help="only the pretrained model (steps 1, 2)")
     parser.add_argument("--epochs", type=int, default=None, help="override the short run's num_epochs")
     parser.add_argument("--steps_per_epoch", type=int, default=None, help="cap the short run's steps per epoch")
     parser.add_argument("--shipped", default=SHIPPED, help="the pretrained model of steps 1-2 (config/demo128.yaml)")
@@ -207,7 +208,7 @@ def main(argv=None) -> int:
         config = short_training(args, log_dir, checkpoint)
         t_train = time.time() - t0 - t_shipped
         print("      reconstructing the short run's held-out clips (data/demo)")
-        short = held_out_report(config, checkpoint, os.path.join(out_dir, "short_run"), motion=False)
+        short = held_out_report(config, checkpoint, os.path.join(out_dir, "short_run"), motion=True)
         if shipped is None:  # no shipped model: the short run animates the photo
             video = os.path.join(out_dir, "animation.mp4")
             driving = os.path.join(ROOT, "data", "demo", "test", "carphone#003.png")
@@ -218,10 +219,11 @@ def main(argv=None) -> int:
 
     print("\nheld-out reconstruction L1 (lower is better; pixel values in [0, 1]); ratio = model / repeat source")
     if shipped is not None:
-        print_report(f"shipped model, 128 px ({args.shipped}); motion r: landmark motion vs the driving clip",
+        print_report(f"pretrained model, 128 px ({args.shipped}); motion r: landmark motion vs the driving clip",
                      shipped[0])
     if short is not None:
-        print_report("short run from scratch, 64 px (config/demo.yaml)", short)
+        print_report("short run from scratch, 64 px (config/demo.yaml); motion r: landmark motion vs the driving clip",
+                     short)
     print(f"\nanimation       {os.path.join(out_dir, 'animation.mp4')}\n"
           f"side by side    {os.path.join(out_dir, 'side_by_side.png')}")
     if curves:
@@ -231,7 +233,7 @@ def main(argv=None) -> int:
     folders = [os.path.join(out_dir, name) for name, rows in (("pretrained", shipped), ("short_run", short)) if rows]
     print(f"reconstructions {', '.join(folders)}")
     total = time.time() - t0
-    timing = f"time: shipped model {t_shipped / 60:.1f} min"
+    timing = f"time: pretrained model {t_shipped / 60:.1f} min"
     if short is not None:
         timing += f", training {t_train / 60:.1f} min"
     print(timing + f", total {total / 60:.1f} min")
