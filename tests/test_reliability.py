@@ -199,10 +199,7 @@ def test_pickled_code_is_refused_with_what_it_is_and_how_to_convert(tmp_path, ti
     import animate
     from modules.checkpoint import main as convert
 
-    data = torch.load(tiny_checkpoint, weights_only=True)
-    data["extra"] = time.struct_time((2026, 1, 1, 0, 0, 0, 0, 1, 0))  # a pickled Python object
-    legacy = tmp_path / "legacy.pth.tar"
-    torch.save(data, legacy)
+    legacy = _legacy_checkpoint(tmp_path, tiny_checkpoint)
     args = ["--config", tiny_config_path, "--checkpoint", str(legacy), "--source_image", PHOTO,
             "--driving_video", CLIP, "--result_video", str(tmp_path / "r.mp4"), "--cpu", "--quiet"]
     assert animate.main(args) == 2
@@ -262,6 +259,7 @@ def test_dataset_preparation_refuses_before_writing(output, extra, words, tmp_pa
 
 
 def _legacy_checkpoint(tmp_path, checkpoint: str) -> str:
+    """A copy of `checkpoint` with a pickled Python object in it (what older tools saved)."""
     data = torch.load(checkpoint, weights_only=True)
     data["extra"] = time.struct_time((2026, 1, 1, 0, 0, 0, 0, 1, 0))
     path = tmp_path / "legacy.pth.tar"
