@@ -45,7 +45,7 @@ DEFAULT_MAX_FILE_SIZE_MB = 100.0
 PASTE_CHOICES = ("auto", "on", "off")  # auto: on when the photo is larger than the model's frames
 JOB_MAX_AGE_S = 15 * 60          # our job folders; Gradio keeps its copies of the results for CACHE_MAX_AGE_S
 CACHE_MAX_AGE_S = 24 * 3600
-# The page's default model: the shipped pretrained one, else the small one `make demo` trains
+# The page's default model: the pretrained one (checkpoints/demo128.pth.tar) when present, else the small one `make demo` trains
 # (README, sections "What `make demo` does" and "app").
 DEFAULT_MODELS = ("demo128", "demo")
 

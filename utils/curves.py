@@ -5,7 +5,7 @@ The trainer writes one line per epoch (`train.py`):
     00000003) perceptual - 41.20193; equivariance_value - 0.31456; warp_loss - 3.01222 | 212.4s, data wait 1.2s
 
 `read_loss_log` turns that file into {loss name: [(epoch, value), ...]}; `plot_curves` draws one
-panel per loss with a line per run (e.g. the shipped model's long run beside a short one).
+panel per loss with a line per run (e.g. the pretrained model's long run beside a short one).
 """
 from __future__ import annotations
 
