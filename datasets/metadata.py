@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from utils.errors import UserError
-from utils.io import atomic_write
+from utils.io import atomic_write, check_writable
+from utils.resources import check_fits
 from utils.video import VIDEO_EXTENSIONS, MediaError
 
 REQUIRED_COLUMNS = ("video_id", "start", "end", "bbox", "fps", "width", "height")
@@ -192,14 +193,22 @@ def _cut_one(job: tuple) -> tuple[str, list[dict], str | None]:
         return video_id, [], str(err)
 
 
+def check_output(output: str, image_shape: tuple[int, int]) -> None:
+    """Refuse, before anything is written, a dataset folder that cannot be created and a clip size whose
+    frames cannot fit in memory (one cropped frame at `image_shape` in float32 and uint8: a lower bound)."""
+    check_writable(output, "dataset folder")
+    if os.path.lexists(output) and not os.path.isdir(output):
+        raise UserError(f"cannot create the dataset folder {os.path.abspath(output)}: it is a file")
+    height, width = (int(v) for v in image_shape[:2])
+    check_fits(height * width * 3 * (4 + 1), f"cutting clips at {height}x{width}")
+
+
 def prepare_from_metadata(metadata: str, source_dir: str, output: str, image_shape=(256, 256), fmt: str = "mp4",
                           default_partition: str | None = None, skip_missing: bool = False, workers: int = 1,
                           show_progress: bool = False) -> dict:
     """Cut every clip of `metadata` from `source_dir/<video_id>.mp4` into `output/{train,test}`; return a summary."""
     if fmt not in ("mp4", "png"):
         raise MetadataError(f"format must be mp4 or png, got {fmt!r}")
-    from datasets.prepare import check_output
-
     check_output(output, image_shape)
     clips = read_metadata(metadata, default_partition)
     sources = locate_sources(clips, source_dir, skip_missing)

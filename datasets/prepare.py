@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datasets.metadata import check_output  # shared by both ways of cutting clips
 from utils.errors import UserError
-from utils.io import atomic_write, check_writable
+from utils.io import atomic_write
 from utils.media import open_upright_video
-from utils.resources import check_fits
 from utils.video import VIDEO_EXTENSIONS, MediaError
 
 KINDS = ("face", "person")
@@ -211,16 +211,6 @@ def list_inputs(inputs: list[str]) -> list[str]:
     if not videos:
         raise PrepareError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {', '.join(inputs)}")
     return videos
-
-
-def check_output(output: str, image_shape: tuple[int, int]) -> None:
-    """Refuse, before anything is written, a dataset folder that cannot be created and a clip size whose
-    frames cannot fit in memory (one cropped frame at `image_shape` in float32 and uint8: a lower bound)."""
-    check_writable(output, "dataset folder")
-    if os.path.lexists(output) and not os.path.isdir(output):
-        raise PrepareError(f"cannot create the dataset folder {os.path.abspath(output)}: it is a file")
-    height, width = (int(v) for v in image_shape[:2])
-    check_fits(height * width * 3 * (4 + 1), f"cutting clips at {height}x{width}")
 
 
 def prepare_dataset(inputs: list[str] | str, output: str, kind: str = "face", image_shape=(256, 256),
