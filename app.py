@@ -145,12 +145,14 @@ def parse_model_spec(spec: str) -> ModelChoice:
     return ModelChoice(name=name, config=config, checkpoint=checkpoint)
 
 
-def check_model(choice: ModelChoice) -> None:
+def check_model(choice: ModelChoice, device: str) -> None:
     """Refuse a model the page could not animate with: its config (types, ranges) and its checkpoint
-    (readable, every network the family animates with, key names and shapes), as a one-line `InputError`."""
-    from modules.loading import load_models
+    (readable, every network the family animates with, key names and shapes), as a one-line `InputError`.
+    Loaded as an animation loads it (`cached_models`), so the first animation with it reuses the networks."""
+    from modules.family import load_config
+    from modules.loading import cached_models
 
-    load_models(choice.config, choice.checkpoint, "relative", animate_cli.resolve_device("cpu"))
+    cached_models(load_config(choice.config), choice.checkpoint, "relative", animate_cli.resolve_device(device))
 
 
 def default_model(models: Mapping[str, Any]) -> str | None:
@@ -491,14 +493,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         models = find_models(args.checkpoints_dir, args.config_dir)
-        for spec in args.model:  # named on the command line: checked before the page starts
-            choice = parse_model_spec(spec)
-            check_model(choice)
-            models[choice.name] = choice
         max_file_size = parse_size(args.max_file_size)
         if args.concurrency < 1 or args.queue_size < 1 or args.live_sessions < 1:
             raise InputError("--concurrency, --queue_size and --live_sessions must be at least 1")
         device = str(animate_cli.resolve_device(args.device))
+        for spec in args.model:  # named on the command line: checked before the page starts
+            choice = parse_model_spec(spec)
+            check_model(choice, device)
+            models[choice.name] = choice
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
