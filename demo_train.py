@@ -2,7 +2,7 @@
 
 Steps (outputs under demo_out/, log/demo/ and checkpoints/demo.pth.tar):
 1. the pretrained model, when checkpoints/demo128.pth.tar is there (config/demo128.yaml: a narrow TPSMM trained
-   for hours by data/train_demo128.py on 128 px face crops of three real clips, data/demo128)
+   for hours by data/train_demo128.py on 128 px face crops of five real videos, data/demo128)
    reconstructs every held-out clip of data/demo128 from its first frame; per clip, its L1
    beside the L1 of simply repeating that first frame (the baseline a motion model has to beat)
    and how well the face landmarks' motion follows the driving clip (Pearson r, MediaPipe);
