@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import os
 import sys
 import time
@@ -32,20 +33,26 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# held-out clip -> (raw video in the repository, first held-out frame), as data/make_demo128.py splits them
-RAW = {"carphone-heldout#000": ("tests/data/carphone.mp4", 90),
-       "single_face-heldout#000": ("tests/data/single_face.mp4", 60)}
 
 
-def crops(clip: str, sizes: list[int]) -> dict[int, torch.Tensor]:
-    """{size: (T, 3, size, size) float frames} of `clip`'s held-out part, cropped with its recorded box."""
+def held_out_raw() -> dict[str, tuple[str, int]]:
+    """{held-out clip: (raw video in the repository, first held-out frame)}, read from data/make_demo128.py's
+    `INPUTS` (the split it makes); clips whose raw video ships inside a package archive are left out."""
+    spec = importlib.util.spec_from_file_location("make_demo128", os.path.join(ROOT, "data", "make_demo128.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return {f"{name}-heldout#000": (where, first) for name, (where, _, first) in script.INPUTS.items()
+            if first is not None and os.path.isfile(os.path.join(ROOT, where))}
+
+
+def crops(clip: str, raw: str, start: int, sizes: list[int]) -> dict[int, torch.Tensor]:
+    """{size: (T, 3, size, size) float frames} of `clip`, frames `start`.. of `raw`, cropped with its recorded box."""
     from utils.crop import crop_resize
     from utils.frames import to_tensor
     from utils.video import open_video
 
     with open(os.path.join(ROOT, "data", "demo128", "clips.csv"), encoding="utf-8") as handle:
         box = next(row["box"] for row in csv.DictReader(handle) if row["clip"] == f"test/{clip}.mp4")
-    raw, start = RAW[clip]
     reader = open_video(os.path.join(ROOT, raw))
     frames = reader.get_frames(list(range(start, reader.num_frames)))  # T x H x W x 3, uint8
     box = [float(v) for v in box.split()]
@@ -81,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     models = load_models(config, args.checkpoint, "standard", torch.device("cpu"))
     print(f"{args.checkpoint} (trained at {size} px), compared with real {big} px crops; L1 and ms/frame")
     print(f"{'clip':<26} {'path':<22} {'L1':>7} {'ms/frame':>9}")
-    for clip in RAW:
-        frames = crops(clip, [size, big])
+    for clip, (raw, start) in held_out_raw().items():
+        frames = crops(clip, raw, start, [size, big])
         truth = frames[big]
         native, ms_native = reconstruct(models, frames[size])
         upsampled = F.interpolate(native, size=(big, big), mode="bicubic", align_corners=False).clamp(0, 1)
