@@ -1,5 +1,5 @@
 """Animate a photo with a driving video: `python animate.py --config C --checkpoint P --source_image I
---driving_video V --result_video R` (README, "Animate your own photo").
+--driving_video V --result_video R` (docs/animation.md).
 
 Any photo (jpg/png, RGBA, grayscale, any size) and any video (mp4/mov/avi/webm/gif, frame
 folder; any size, length and frame rate). The video is decoded, animated in batches and
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compute precision (default fp32; with --live: bf16 on capable CPUs, fp16 on CUDA)")
     parser.add_argument("--batch_size", type=int, default=8, help="driving frames per batch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    live = parser.add_argument_group("live animation (README, \"Live animation\")")
+    live = parser.add_argument_group("live animation (docs/web.md, \"Live animation\")")
     live.add_argument("--live", action="store_true",
                       help="real time: --driving_video is a camera (/dev/video0), a stream URL or a file played "
                            "at its rate; newest frame first, stale frames dropped; a window when there is a display")

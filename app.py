@@ -46,7 +46,7 @@ PASTE_CHOICES = ("auto", "on", "off")  # auto: on when the photo is larger than 
 JOB_MAX_AGE_S = 15 * 60          # our job folders; Gradio keeps its copies of the results for CACHE_MAX_AGE_S
 CACHE_MAX_AGE_S = 24 * 3600
 # The page's default model: the pretrained one (checkpoints/demo128.pth.tar) when present, else the small one `make demo` trains
-# (README, sections "What `make demo` does" and "app").
+# (docs/demo.md and docs/web.md).
 DEFAULT_MODELS = ("demo128", "demo")
 
 
@@ -172,7 +172,7 @@ def default_examples() -> list[list[str]]:
 
 def wants_paste_back(choice: str, photo_path: str, config: Any) -> bool:
     """The page's paste-back choice: 'on', 'off', or 'auto' = on when the (upright) photo is larger than
-    the model's frame_shape on either side (README, "Full-frame results")."""
+    the model's frame_shape on either side (docs/animation.md, "Full-frame results")."""
     if choice in ("on", "off"):
         return choice == "on"
     from modules.family import load_config
@@ -477,7 +477,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, max_file_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Local web page for animating a photo (see README, section app).")
+    parser = argparse.ArgumentParser(description="Local web page for animating a photo (docs/web.md).")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--checkpoints_dir", default="checkpoints", help="folder scanned for *.pth.tar")

@@ -20,7 +20,7 @@ augmentation, resize to `--size`): a process draws `--pairs` items; that is one
 loader worker's rate. It also times the frame decode alone (ms per frame, the fast
 path and a decode from the start), the dataset's start with and without the saved
 index, and prints the workers a node of `--gpus` GPUs needs at `--gpu-rate` training
-samples/s per GPU (55: the README's H200 bf16 rate at batch 8).
+samples/s per GPU (55: docs/speed.md's H200 bf16 rate at batch 8).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Before/after picture for the README ("Full-frame results"): photo | blend region | pasted-back frame.
+"""Before/after picture for docs/animation.md ("Full-frame results"): photo | blend region | pasted-back frame.
 
     .venv/bin/python docs/make_paste_figure.py [--config C --checkpoint P] [--out docs/paste_back.png]
 

@@ -1,1 +1,1 @@
-"""The web page's helpers: browser test harness and README screenshot (the page itself is app.py)."""
+"""The web page's helpers: browser test harness and docs/web.md screenshot (the page itself is app.py)."""

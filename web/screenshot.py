@@ -1,4 +1,4 @@
-"""The README's screenshot of the web page: start app.py, click a built-in example, animate, save a PNG.
+"""The screenshot of the web page in docs/web.md: start app.py, click a built-in example, animate, save a PNG.
 
     .venv/bin/python web/screenshot.py                       # models from checkpoints/ (the demo model first)
     .venv/bin/python web/screenshot.py --out docs/app.png -- --model config/vox-256.yaml:checkpoints/vox.pth.tar
