@@ -20,11 +20,19 @@ A clip is written as `<out>/<partition>/[<person_id>#]<video_id>#<start>#<end>.m
 the recipe gives, so id sampling groups VoxCeleb clips by person. Nothing is
 downloaded: the source videos `<video_id>.mp4` (or .mkv/.webm...) must already be in
 `source_dir`.
+
+Metadata files come from other people, so every field is data, never a path: `video_id` (each
+'#' part) and `person_id` must be ids (`NAME_FIELD`: letters, digits, '_', '-', '.', not
+starting with '.'), the numbers numbers and the partition train or test, and every file name
+built from them is checked to stay inside `source_dir` / `output`. A row that fails (also a
+row with too few or too many fields, or a file that is not UTF-8) is a one-line error naming
+the file and line, before anything is written.
 """
 from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -37,6 +45,10 @@ from utils.video import VIDEO_EXTENSIONS, MediaError
 
 REQUIRED_COLUMNS = ("video_id", "start", "end", "bbox", "fps", "width", "height")
 PARTITIONS = ("train", "test")
+# A field that becomes part of a file name (video_id, each of its '#' parts, person_id): letters, digits,
+# '_', '-' and '.', not starting with '.' (so never '..', a hidden file or a folder separator). YouTube
+# ids (with a leading '-'), VoxCeleb person ids (id10005) and TaiChi ids all match.
+NAME_FIELD = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
 
 class MetadataError(UserError):
@@ -89,7 +101,19 @@ class MetaClip:
         return [i for i in range(lo, hi) if self.contains(i, local_fps)]
 
 
+def _check_name_field(column: str, value: str, line: int, source: str) -> None:
+    """Metadata comes from other people: a field that goes into a file name must be an id, not a path."""
+    parts = value.split("#") if column == "video_id" else [value]
+    if not all(NAME_FIELD.fullmatch(part) for part in parts):
+        raise MetadataError(f"{source}:{line}: {column} {value[:80]!r} is not an id (letters, digits, '_', '-' "
+                            f"and '.', not starting with '.'; no '/' or '..'), refused")
+
+
 def _row_clip(row: dict, line: int, source: str, default_partition: str | None) -> MetaClip:
+    if None in row or None in row.values():  # csv.DictReader: extra fields go under None, missing ones are None
+        columns = [k for k in row if k is not None]
+        fields = sum(row[k] is not None for k in columns) + len(row.get(None) or [])
+        raise MetadataError(f"{source}:{line}: the row has {fields} field(s), the header {len(columns)}")
     try:
         bbox = tuple(int(v) for v in row["bbox"].split("-"))
         if len(bbox) != 4:
@@ -100,6 +124,9 @@ def _row_clip(row: dict, line: int, source: str, default_partition: str | None) 
                         person_id=(row.get("person_id") or "").strip() or None)
     except (TypeError, ValueError):
         raise MetadataError(f"{source}:{line}: unreadable row {row}") from None
+    _check_name_field("video_id", clip.video_id, line, source)
+    if clip.person_id is not None:
+        _check_name_field("person_id", clip.person_id, line, source)
     if clip.partition not in PARTITIONS:
         raise MetadataError(f"{source}:{line}: partition must be train or test, got {clip.partition!r}"
                             + ("" if row.get("partition") else " (no partition column: pass --default_partition)"))
@@ -112,22 +139,50 @@ def read_metadata(path: str, default_partition: str | None = None) -> list[MetaC
     """Every clip of a published metadata csv (see the module docstring for the columns)."""
     if not os.path.isfile(path):
         raise MetadataError(f"metadata file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as handle:
-        table = csv.DictReader(handle)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (table.fieldnames or [])]
-        if missing:
-            raise MetadataError(f"{path}: not a video-preprocessing metadata file (missing columns "
-                                f"{', '.join(missing)}; expected {','.join(REQUIRED_COLUMNS)}[,partition][,person_id])")
-        clips = [_row_clip(row, n + 2, path, default_partition) for n, row in enumerate(table)]
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            table = csv.DictReader(handle)
+            missing = [c for c in REQUIRED_COLUMNS if c not in (table.fieldnames or [])]
+            if missing:
+                raise MetadataError(f"{path}: not a video-preprocessing metadata file (missing columns "
+                                    f"{', '.join(missing)}; expected {','.join(REQUIRED_COLUMNS)}[,partition][,person_id])")
+            clips = [_row_clip(row, table.line_num, path, default_partition) for row in table]
+    except UnicodeDecodeError:
+        raise MetadataError(f"{path}:{_first_undecodable_line(path)}: not UTF-8 text; save the table as UTF-8 "
+                            f"(the published tables are)") from None
+    except csv.Error as err:
+        raise MetadataError(f"{path}: not a csv file ({err})") from None
+    except OSError as err:
+        raise MetadataError(f"cannot read the metadata file {path}: {err.strerror or err}") from None
     if not clips:
         raise MetadataError(f"{path}: no clips")
     return clips
 
 
+def inside(folder: str, path: str, what: str) -> str:
+    """`path`, after checking that it names something inside `folder` (lexically: `..` resolved, links not
+    followed, so a source folder of symbolic links to the videos still works); MetadataError otherwise."""
+    root = os.path.abspath(folder)
+    full = os.path.abspath(path)
+    if os.path.commonpath([root, full]) != root or full == root:
+        raise MetadataError(f"{what} {path} would lie outside {folder}, refused")
+    return path
+
+
+def _first_undecodable_line(path: str) -> int:
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return data[:err.start].count(b"\n") + 1
+    return 1
+
+
 def find_source(source_dir: str, video_id: str) -> str | None:
     """`source_dir/<video_id>.mp4`, or the same name with another video extension; None when absent."""
     for ext in (".mp4",) + tuple(e for e in VIDEO_EXTENSIONS if e != ".mp4"):
-        path = os.path.join(source_dir, video_id + ext)
+        path = inside(source_dir, os.path.join(source_dir, video_id + ext), f"the source video of {video_id!r}")
         if os.path.isfile(path):
             return path
     return None
@@ -161,7 +216,8 @@ def cut_video(path: str, clips: list[MetaClip], output: str, image_shape: tuple[
     for clip, box in zip(clips, boxes):
         if box[2] <= box[0] or box[3] <= box[1]:
             raise MediaError(f"the box of {clip.name} lies outside the {reader.width}x{reader.height} video {path}")
-    targets = [os.path.join(output, c.partition, c.name + (".mp4" if fmt == "mp4" else "")) for c in clips]
+    targets = [inside(output, os.path.join(output, c.partition, c.name + (".mp4" if fmt == "mp4" else "")),
+                      f"the clip of {c.video_id!r}") for c in clips]
     last = max(int(np.ceil(c.end * fps / c.fps)) for c in clips)  # local frames past this belong to no clip
     writers = [open_writer(t, fps=fps) for t in targets]  # .mp4, or a PNG folder (no extension)
     counts = [0] * len(clips)
@@ -211,6 +267,8 @@ def prepare_from_metadata(metadata: str, source_dir: str, output: str, image_sha
         raise MetadataError(f"format must be mp4 or png, got {fmt!r}")
     check_output(output, image_shape)
     clips = read_metadata(metadata, default_partition)
+    for clip in clips:  # every file name from the table stays inside --output (read_metadata checked the ids)
+        inside(output, os.path.join(output, clip.partition, clip.name), f"the clip of {clip.video_id!r}")
     sources = locate_sources(clips, source_dir, skip_missing)
     by_video: dict[str, list[MetaClip]] = {}
     for clip in clips:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -299,3 +300,42 @@ def test_web_page_refuses_a_bad_model_before_it_starts(make, words, tmp_path, ti
     assert app.main(["--checkpoints_dir", str(empty), "--max_file_size", "lots"]) == 2
     assert "--max_file_size expects a size" in one_line_error(capsys)
     assert snapshot(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------- issue 25, items 4, 6, 7, 8
+
+META_HEADER = "video_id,start,end,bbox,fps,width,height,partition,person_id\n"
+METADATA_CASES = [  # a metadata table from someone else: every field is hostile
+    ("person_id traversal", META_HEADER + "vid1,0,4,0-0-64-64,25,64,64,train,../../../victim\n",
+     "m.csv:2: person_id '../../../victim' is not an id"),
+    ("video_id traversal", META_HEADER + "../src/vid1,0,4,0-0-64-64,25,64,64,train,id1\n",
+     "m.csv:2: video_id '../src/vid1' is not an id"),
+    ("absolute video_id", META_HEADER + "/tmp/vid1,0,4,0-0-64-64,25,64,64,train,id1\n",
+     "m.csv:2: video_id '/tmp/vid1' is not an id"),
+    ("short row", META_HEADER + "vid1,0,4,0-0-64-64,25,64,64,train,id1\nvid1,0,4\n",
+     "m.csv:3: the row has 3 field(s), the header 9"),
+    ("not UTF-8", (META_HEADER + "vid1,0,4,0-0-64-64,25,64,64,train,id1\nvid1,0,4,0-0-64-64,25,64,64,train,"
+                   "caf\xe9\n").encode("latin-1"), "m.csv:3: not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("table,words", [c[1:] for c in METADATA_CASES], ids=[c[0] for c in METADATA_CASES])
+def test_metadata_fields_are_data_not_paths(table, words, tmp_path, capsys):
+    """Issue 25 items 4 and 6: ids from the csv went into file paths unchecked (a person_id of ../../../victim
+    wrote three folders above --output); a short row or non-UTF-8 bytes were tracebacks."""
+    from datasets import prepare
+    from utils.media import open_writer
+
+    base = tmp_path / "a" / "b"
+    for folder in ("youtube", "src"):  # the source video is there, so nothing but the check stops the cut
+        (base / folder).mkdir(parents=True)
+        with open_writer(str(base / folder / "vid1.mp4"), fps=25) as writer:
+            writer.write_batch(np.full((8, 64, 64, 3), 128, np.uint8))
+    meta = tmp_path / "m.csv"
+    meta.write_bytes(table if isinstance(table, bytes) else table.encode("utf-8"))
+    output = base / "out"
+    before = snapshot(tmp_path)
+    assert prepare.main(["--metadata", str(meta), "--source_dir", str(base / "youtube"), "--output", str(output),
+                         "--format", "png", "--image_shape", "64,64", "--quiet"]) == 2
+    assert words in one_line_error(capsys)
+    assert snapshot(tmp_path) == before and not output.exists()
