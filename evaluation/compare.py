@@ -5,7 +5,8 @@
 
 Each argument is a run folder (with reconstruction/l1.json and, after `python -m
 evaluation`, reconstruction/metrics.json), a reconstruction folder, or a metrics.json.
-Rows whose detectors differ are flagged: their AKD/MKR/AED are not comparable.
+The `family` column (tpsmm, fomm, mraa: the run's `model_family`) puts the model families side by
+side in one table. Rows whose detectors differ are flagged: their AKD/MKR/AED are not comparable.
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import os
 import sys
 from typing import Any, Optional
 
-COLUMNS = ("run", "checkpoint", "epoch", "videos", "frames", "L1", "AKD", "MKR", "AED", "AKD frames", "detectors")
-SORT_KEYS = {"l1": "L1", "akd": "AKD", "mkr": "MKR", "aed": "AED", "run": "run", "epoch": "epoch"}
+COLUMNS = ("run", "family", "checkpoint", "epoch", "videos", "frames", "L1", "AKD", "MKR", "AED", "AKD frames",
+           "detectors")
+SORT_KEYS = {"l1": "L1", "akd": "AKD", "mkr": "MKR", "aed": "AED", "run": "run", "epoch": "epoch",
+             "family": "family"}
 
 
 def _load(path: str) -> Optional[dict]:
@@ -59,6 +62,7 @@ def row(run: dict[str, Any]) -> dict[str, Any]:
     checkpoint = l1.get("checkpoint") or rec.get("checkpoint")
     return {
         "run": run["name"],
+        "family": l1.get("model_family", rec.get("model_family")),
         "checkpoint": os.path.basename(checkpoint) if checkpoint else "-",
         "epoch": l1.get("epoch", rec.get("epoch")),
         "videos": l1.get("num_videos", metrics.get("num_videos")),

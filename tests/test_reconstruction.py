@@ -115,7 +115,8 @@ def test_reconstruction_writes_everything_and_l1_is_reproducible(dataset, tiny_c
     assert compare_main([log_dir, str(tmp_path / "empty")]) == 0
     captured = capsys.readouterr()
     table = captured.out.splitlines()
-    assert table[0].startswith("| run | checkpoint | epoch |") and len(table) == 3
+    assert table[0].startswith("| run | family | checkpoint | epoch |") and len(table) == 3
+    assert "| tpsmm |" in table[2]
     assert f"| {summary['l1']:.4f} |" in table[2] and "tiny.pth.tar" in table[2]
     assert "skipped" in captured.err
 
