@@ -8,6 +8,7 @@ from modules.family import (Family, build_models, family_of, family_of_models, f
                             register_family)
 import modules.tpsmm  # noqa: E402,F401  (the built-in families register themselves)
 import modules.fomm  # noqa: E402,F401
+import modules.mraa  # noqa: E402,F401
 
 __all__ = ["build_models", "load_config", "load_checkpoint", "save_checkpoint", "CheckpointError", "Family",
            "register_family", "family_of", "family_of_models", "families", "get_family"]
