@@ -123,7 +123,7 @@ def sparse_motions(spatial_size: tuple[int, int], driving: dict, source: dict, b
     if "affine" in driving:
         jacobian, sign = region_jacobians(driving, source, revert_axis_swap)  # B x K x 2 x 2
         coords = torch.matmul(jacobian[:, :, None, None], coords.unsqueeze(-1)).squeeze(-1)  # B x K x h x w x 2
-    regions = coords + shift_s.view(b, k, 1, 1, 2)  # B x K x h x w x 2
+    regions = coords + shift_s.view(-1, k, 1, 1, 2)  # B x K x h x w x 2 (a source of batch 1 broadcasts)
     background = identity.expand(b, 1, h, w, 2) if bg_params is None else apply_background(bg_params, (h, w))
     return torch.cat([background, regions], dim=1), sign  # B x K+1 x h x w x 2
 
