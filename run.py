@@ -67,17 +67,62 @@ def run_folder(args, config_path: str) -> str:
     return du.broadcast_object(os.path.join(args.log_dir, name))  # every rank writes to rank 0's folder
 
 
+RUN_FOLDER_FILES = ("config.yaml", "log.txt", "tensorboard")  # what a run folder holds from its start (train.py)
+
+
+def auto_resume(log_dir: str) -> tuple[str | None, str]:
+    """`--checkpoint auto` in `log_dir`: (checkpoint or None for a fresh start, the line saying so).
+
+    Resumes from the newest complete checkpoint (saying why when newer ones were passed over). A fresh
+    start only in a new or empty folder, or a run folder (config.yaml / log.txt) with no checkpoint yet
+    (a run stopped before its first). Any other folder is refused (UserError): one that holds run
+    folders with checkpoints (the folder above the run, e.g. `runs/` for `runs/C_<time>/`) names the
+    newest of them, since starting over there would throw that training away.
+    """
+    from modules.checkpoint import latest_checkpoint
+    from utils.runlock import LOCK_NAME
+
+    skipped: list[str] = []
+    found = latest_checkpoint(log_dir, skipped=skipped)
+    if found:
+        why = f" (passed over newer: {'; '.join(skipped)})" if skipped else ""
+        return found, f"--checkpoint auto: resuming from {found}{why}"
+    entries = [e for e in os.listdir(log_dir) if e != LOCK_NAME] if os.path.isdir(log_dir) else []
+    if skipped:
+        raise UserError(f"--checkpoint auto: no checkpoint in {log_dir} reads ({'; '.join(skipped)}); "
+                        f"give --checkpoint PATH of a good one, or a new --log_dir to start over")
+    if not entries or any(name in entries for name in RUN_FOLDER_FILES):
+        return None, f"--checkpoint auto: no checkpoint in {log_dir}, fresh start"
+    runs = [(os.path.getmtime(ckpt), os.path.join(log_dir, name)) for name in entries
+            if os.path.isdir(os.path.join(log_dir, name))
+            for ckpt in [latest_checkpoint(os.path.join(log_dir, name))] if ckpt]
+    if runs:
+        newest = max(runs)[1]
+        newest = newest if os.path.relpath(newest).startswith("..") else os.path.relpath(newest)
+        raise UserError(f"--checkpoint auto: {log_dir} holds no checkpoint but {len(runs)} run folder(s) with "
+                        f"checkpoints; did you mean --log_dir {newest}? (a new or empty folder starts over)")
+    raise UserError(f"--checkpoint auto: {log_dir} is neither empty nor a run folder (no checkpoint, config.yaml "
+                    f"or log.txt); give a run folder, or a new or empty --log_dir to start over")
+
+
 def resume_checkpoint(args, log_dir: str) -> str | None:
-    """--checkpoint as given, or for 'auto' the newest complete checkpoint in `log_dir` (rank 0 decides)."""
+    """--checkpoint as given, or for 'auto' `auto_resume(log_dir)` (rank 0 decides; every rank gets its
+    answer, or its refusal as the same one-line error)."""
     if args.checkpoint != "auto":
         return args.checkpoint
-    from modules.checkpoint import latest_checkpoint
     from utils import dist as du
 
-    found = du.broadcast_object(latest_checkpoint(log_dir) if du.is_main_process() else None)
+    answer = None
     if du.is_main_process():
-        print(f"--checkpoint auto: {'resuming from ' + found if found else 'no checkpoint in ' + log_dir + ', fresh start'}",
-              file=sys.stderr)
+        try:
+            answer = auto_resume(log_dir)
+        except UserError as err:
+            answer = (None, str(err), True)
+    found, line, *refused = du.broadcast_object(answer)
+    if refused:
+        raise UserError(line)
+    if du.is_main_process():
+        print(line, file=sys.stderr)
     return found
 
 

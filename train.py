@@ -58,6 +58,7 @@ from utils import optim
 from utils.config import save_config
 from utils.errors import UserError
 from utils.io import stale_temporaries
+from utils.runlock import RunLock, RunLockedError
 from utils.frame_size import frame_size
 
 log = logging.getLogger("train")
@@ -297,6 +298,7 @@ class _Run:
         self.epoch_key = getattr(family, "epoch_key", "epoch")
         self.tag = getattr(family, "log_tag", "")
         self.logger: RunLogger | None = None  # opened by `open_outputs`, once every input has been checked
+        self.lock: RunLock | None = None  # rank 0's lock of the run folder, taken by `open_outputs`
         self._notes: list[str] = []
         self.scaler = make_grad_scaler(lp["precision"], device)
         self.step_fn = TrainStep(family, make_autocast(lp["precision"], device), self.scaler)
@@ -321,6 +323,7 @@ class _Run:
         data have all been checked, so a refused run creates nothing. A resume never overwrites the run's
         `config.yaml` (the record of how it was trained): a different config goes beside it, named by the
         resume's time; TensorBoard continues in its folder."""
+        self.take_lock()
         if self.main:
             os.makedirs(self.log_dir, exist_ok=True)
             record_config(self.config, self.log_dir, resumed)
@@ -332,6 +335,29 @@ class _Run:
         self.logger = RunLogger(self.log_dir, self.main)
         for note in self._notes:
             self.logger.line(note)
+
+    def take_lock(self) -> None:
+        """One writer per run folder (`utils.runlock`): rank 0 takes the folder's lock, every rank learns
+        the outcome, and all stop with the same one-line error when another live run holds it."""
+        refused = None
+        if self.main:
+            self.lock = RunLock(self.log_dir)
+            try:
+                self.lock.acquire()
+            except RunLockedError as err:
+                refused = str(err)
+            else:
+                if self.lock.took_over:
+                    note = f"took over {self.lock.path} from a run that no longer runs ({self.lock.took_over})"
+                    print(note, file=sys.stderr)
+                    self._notes.append(note)
+        refused = du.broadcast_object(refused)
+        if refused:
+            raise RunLockedError(refused)
+
+    def release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     def wrap_ddp(self) -> None:
         if self.world > 1:
@@ -460,9 +486,12 @@ def fit(cls, config: dict, models: dict[str, nn.Module], log_dir: str, checkpoin
         run.resume(checkpoint)
     if dataset is None:
         dataset = DatasetRepeater(_dataset(config), run.lp["num_repeats"])
-    run.open_outputs(resumed=bool(checkpoint))
-    run.wrap_ddp()
-    return run.fit(dataset)
+    try:
+        run.open_outputs(resumed=bool(checkpoint))
+        run.wrap_ddp()
+        return run.fit(dataset)
+    finally:
+        run.release_lock()
 
 
 def record_config(config: dict, log_dir: str, resumed: bool) -> str:

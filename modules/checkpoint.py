@@ -143,11 +143,13 @@ def write_checkpoint_file(data: dict, path: str) -> None:
             os.remove(tmp)
 
 
-def latest_checkpoint(folder: str | os.PathLike, prefix: str = "") -> str | None:
+def latest_checkpoint(folder: str | os.PathLike, prefix: str = "",
+                      skipped: list[str] | None = None) -> str | None:
     """The newest complete training checkpoint in `folder` (for `--checkpoint auto`), or None.
 
     `<prefix>checkpoint.pth.tar` if it reads and holds an `epoch` (it is always written
     first), else the highest-numbered `<prefix>%08d-checkpoint.pth.tar` that does.
+    skipped: gets '<path>: <why>' for each newer checkpoint passed over (unreadable, no epoch).
     """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
@@ -162,8 +164,11 @@ def latest_checkpoint(folder: str | os.PathLike, prefix: str = "") -> str | None
         try:
             if "epoch" in read_checkpoint(path):
                 return path
-        except CheckpointError:
-            continue
+            why = "it holds no epoch (not a training checkpoint)"
+        except CheckpointError as err:
+            why = str(err).replace(f" {path}", "", 1)
+        if skipped is not None:
+            skipped.append(f"{path}: {why}")
     return None
 
 

@@ -195,6 +195,73 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tm
     assert not [f for f in os.listdir(run_dir) if ".tmp." in f]
 
 
+def test_auto_resume_in_the_folder_above_a_run_refuses_naming_the_run(tmp_path, capsys):
+    """Issue 25 item 3: `--log_dir runs --checkpoint auto` after a run into runs/C_<time>/ used to start over in runs/."""
+    config = tiny_config(tmp_path, dataloader_workers=0)
+    assert _train(tmp_path, config) == 0
+    (run_dir,) = (tmp_path / "log").iterdir()
+    capsys.readouterr()
+    before = snapshot(tmp_path)
+    assert _train(tmp_path, config, "--checkpoint", "auto") == 2
+    line = one_line_error(capsys)
+    assert f"did you mean --log_dir {run_dir}?" in line, line
+    assert snapshot(tmp_path) == before
+
+
+def test_auto_resume_past_a_truncated_checkpoint_says_why(tmp_path, capsys):
+    """Issue 25 item 8: resuming from an older checkpoint because the newest does not read says so."""
+    assert _train(tmp_path, tiny_config(tmp_path, "one.yaml", num_epochs=2, checkpoint_freq=1, dataloader_workers=0)) == 0
+    (run_dir,) = (tmp_path / "log").iterdir()
+    newest = run_dir / "checkpoint.pth.tar"
+    newest.write_bytes(newest.read_bytes()[:1000])  # cut by a full disk or a copy that stopped
+    capsys.readouterr()
+    import run
+
+    assert run.main(["--config", tiny_config(tmp_path, "two.yaml", num_epochs=3, checkpoint_freq=1,
+                                                dataloader_workers=0), "--log_dir",
+                     str(run_dir), "--device", "cpu", "--checkpoint", "auto"]) == 0
+    err = capsys.readouterr().err
+    assert (f"resuming from {run_dir / '00000001-checkpoint.pth.tar'} (passed over newer: {newest}: "
+            f"cannot read checkpoint: truncated or not a PyTorch checkpoint") in err, err
+    assert torch.load(newest, weights_only=True)["epoch"] == 2
+
+
+def test_second_run_in_a_locked_run_folder_exits_2_and_the_first_finishes(tmp_path, capsys):
+    """Issue 25 item 5: two runs in one run folder used to overwrite each other's checkpoints and log."""
+    config = tiny_config(tmp_path, num_epochs=2, dataloader_workers=0)
+    run_dir, go = tmp_path / "run", tmp_path / "go"
+    argv = ["--config", config, "--log_dir", str(run_dir), "--device", "cpu", "--checkpoint", "auto"]
+    first = subprocess.Popen([sys.executable, "-c", (  # the first run waits for `go` before its first epoch
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {ROOT!r})\n"
+        "import run, train\n"
+        "epoch = train._Run.epoch\n"
+        "def held(self, *args, **kwargs):\n"
+        f"    while not os.path.exists({str(go)!r}):\n"
+        "        time.sleep(0.05)\n"
+        "    return epoch(self, *args, **kwargs)\n"
+        "train._Run.epoch = held\n"
+        f"sys.exit(run.main({argv!r}))\n")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "run.lock").exists():
+            assert first.poll() is None and time.time() < deadline, first.stdout.read() if first.poll() else "no lock"
+            time.sleep(0.1)
+        import run
+
+        assert run.main(argv) == 2
+        line = one_line_error(capsys)
+        assert f"another run (pid {first.pid} on " in line and f"is writing into {run_dir}" in line, line
+    finally:
+        go.write_text("go")
+        out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out[-3000:]
+    assert torch.load(run_dir / "checkpoint.pth.tar", weights_only=True)["epoch"] == 1
+    log = (run_dir / "log.txt").read_text().splitlines()
+    assert [line[:10] for line in log] == ["00000000) ", "00000001) "], log
+    assert not (run_dir / "run.lock").exists()
+
+
 def test_pickled_code_is_refused_with_what_it_is_and_how_to_convert(tmp_path, tiny_config_path, tiny_checkpoint,
                                                                    capsys):
     import animate
