@@ -1,6 +1,6 @@
-"""The reference demo module, for both families: its functions, their signatures and its command line.
+"""The reference demo module, for the three families: its functions, their signatures and its command line.
 
-Code written for the published TPSMM or FOMM demo runs unchanged:
+Code written for the published TPSMM, FOMM or MRAA demo runs unchanged:
 
     from demo import load_checkpoints, make_animation
     # TPSMM (config/vox-256.yaml, ...):
@@ -11,22 +11,30 @@ Code written for the published TPSMM or FOMM demo runs unchanged:
     generator, kp_detector = load_checkpoints(config_path, checkpoint_path, cpu=True)
     frames = make_animation(source_image, driving_video, generator, kp_detector, relative=True,
                             adapt_movement_scale=True, cpu=True)
+    # MRAA (config/mraa/vox256.yaml, ...):
+    generator, region_predictor, avd_network = load_checkpoints(config_path, checkpoint_path, cpu=True)
+    frames = make_animation(source_image, driving_video, generator, region_predictor, avd_network,
+                            animation_mode="relative", cpu=True)
 
 The family comes from the config and the checkpoint (a FOMM checkpoint given `config/vox-256.yaml`,
 the FOMM reference's path, uses `config/fomm/vox-256.yaml`), never from the name imported.
 `source_image` is an H x W x 3 float array in [0, 1], `driving_video` a list (or array) of
 such frames; the result is a list of H x W x 3 float32 frames. The frames are computed by
-the framework's engines (`modules.animation.Animator`, `modules.fomm.animation.FOMMAnimator`:
-source terms once per video, driving frames in batches), not by the reference's loop.
+the framework's engines (`modules.animation.Animator`, `modules.fomm.animation.FOMMAnimator`,
+`modules.mraa.animation.MRAAAnimator`: source terms once per video, driving frames in batches),
+not by the reference's loop.
 
     python demo.py --config config/vox-256.yaml --checkpoint checkpoints/vox.pth.tar \\
         --source_image s.jpg --driving_video d.mp4 [--result_video result.mp4] [--img_shape 256,256] \\
         [--mode relative|standard|avd] [--find_best_frame] [--cpu]
     python demo.py --config config/fomm/vox-256.yaml --checkpoint vox-cpk.pth.tar \\
         --source_image s.jpg --driving_video d.mp4 [--relative] [--adapt_scale] [--audio] [--best_frame N]
+    python demo.py --config config/mraa/vox256.yaml --checkpoint vox256.pth \
+        --source_image s.jpg --driving_video d.mp4 [--mode avd|relative|standard] [--img_shape 256,256] [--cpu]
 
-The reference's defaults hold here (whole frames resized, no crop; no audio unless FOMM's
-`--audio`; FOMM absolute motion unless `--relative`); `animate.py` is the framework's own
+The reference's defaults hold here (whole frames resized, no crop; no audio unless `--audio`;
+FOMM absolute motion unless `--relative`; MRAA mode avd, refused with a one-line error when the
+checkpoint has no avd_network instead of animating with an untrained one); `animate.py` is the framework's own
 command with its own defaults. `make demo` runs `demo_train.py`.
 """
 from __future__ import annotations
@@ -67,8 +75,8 @@ def _resolve_device(device: str | torch.device | None, cpu: bool) -> torch.devic
     return torch.device(device)
 
 
-def _checkpoint_family(checkpoint_path: str) -> str | None:
-    """'fomm' (a `generator` entry), 'tpsmm' (an `inpainting_network`), or None when unreadable."""
+def _checkpoint_entries(checkpoint_path: str) -> set | None:
+    """The top-level keys of a checkpoint (memory-mapped where possible), or None when unreadable."""
     try:
         try:
             data = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
@@ -77,8 +85,23 @@ def _checkpoint_family(checkpoint_path: str) -> str | None:
     except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError, zipfile.BadZipFile):
         # unreadable: load_checkpoint reports it with its own one-line message
         return None
-    if not isinstance(data, dict):
+    return set(data) if isinstance(data, dict) else None
+
+
+def _has_network(checkpoint_path: str, name: str) -> bool:
+    """Whether the checkpoint has an entry `name` (an unreadable file answers True: the loader reports it)."""
+    data = _checkpoint_entries(checkpoint_path) if os.path.isfile(checkpoint_path) else None
+    return data is None or name in data
+
+
+def _checkpoint_family(checkpoint_path: str) -> str | None:
+    """'mraa' (a `region_predictor` entry), 'fomm' (a `generator`), 'tpsmm' (an `inpainting_network`),
+    or None when unreadable."""
+    data = _checkpoint_entries(checkpoint_path)
+    if data is None:
         return None
+    if "region_predictor" in data:
+        return "mraa"
     return "fomm" if "generator" in data else "tpsmm" if "inpainting_network" in data else None
 
 
@@ -92,7 +115,8 @@ def resolve_config(config_path: str, checkpoint_path: str) -> str:
     if found is None or found == family:
         return config_path
     folder, name = os.path.split(os.path.abspath(config_path))
-    other = os.path.join(folder, "fomm", name) if found == "fomm" else os.path.join(os.path.dirname(folder), name)
+    top = os.path.dirname(folder) if family != "tpsmm" else folder  # config/ (TPSMM) or config/<family>/
+    other = os.path.join(top, name) if found == "tpsmm" else os.path.join(top, found, name)
     if os.path.isfile(other) and load_config(other)["model_family"] == found:
         print(f"note: {checkpoint_path} is a {found.upper()} checkpoint: using {other}", file=sys.stderr)
         return other
@@ -108,7 +132,11 @@ def load_checkpoints(config_path: str, checkpoint_path: str, device: str | torch
     weights when the checkpoint has none (as in the reference).
     FOMM: `load_checkpoints(config_path, checkpoint_path, cpu=False)` -> (generator, kp_detector);
     `cpu=False` means CUDA (the CPU, with a warning, when there is none).
-    A bool third argument is FOMM's positional `cpu`.
+    MRAA: `load_checkpoints(config_path, checkpoint_path, cpu=False)` -> (generator, region_predictor,
+    avd_network), the generator built from the config (its `revert_axis_swap` honoured: the published
+    loader ignored it); the AVD network keeps its initial weights, with a warning, when the checkpoint
+    has none (the published loader did so silently). `bg_predictor` is not loaded (animation never uses it).
+    A bool third argument is FOMM's and MRAA's positional `cpu`.
     """
     from modules import build_models, load_checkpoint
     from modules.family import load_config
@@ -120,10 +148,15 @@ def load_checkpoints(config_path: str, checkpoint_path: str, device: str | torch
     models = build_models(config)
     if config["model_family"] == "fomm":
         names = ("generator", "kp_detector")
+    elif config["model_family"] == "mraa":
+        names = ("generator", "region_predictor", "avd_network")
     else:
         names = ("inpainting_network", "kp_detector", "dense_motion_network", "avd_network")
     chosen = {name: models[name] for name in names}
     load_checkpoint(checkpoint_path, chosen, map_location="cpu", strict=False)  # strict except avd_network
+    if config["model_family"] == "mraa" and not _has_network(checkpoint_path, "avd_network"):
+        warnings.warn(f"{checkpoint_path} has no avd_network: mode 'avd' would use an untrained one "
+                      f"(use 'standard' or 'relative')", stacklevel=2)
     return tuple(chosen[name].eval().to(dev) for name in names)
 
 
@@ -161,7 +194,8 @@ def make_animation(source_image: np.ndarray, driving_video: Sequence[np.ndarray]
                    dense_motion_network: nn.Module | bool | None = None, avd_network: nn.Module | bool | None = None,
                    device: str | torch.device | bool | None = None, mode: str = "relative", *,
                    generator: nn.Module | None = None, relative: bool = True, adapt_movement_scale: bool = True,
-                   cpu: bool = False) -> list[np.ndarray]:
+                   cpu: bool = False, region_predictor: nn.Module | None = None,
+                   animation_mode: str | None = None) -> list[np.ndarray]:
     """Animate `source_image` (H x W x 3, [0, 1]) with `driving_video` (frames like it) -> list of float32 frames.
 
     TPSMM: `make_animation(source_image, driving_video, inpainting_network, kp_detector,
@@ -171,9 +205,17 @@ def make_animation(source_image: np.ndarray, driving_video: Sequence[np.ndarray]
     adapt_movement_scale=True, cpu=False)` (the generator in the third place, or as `generator=`):
     relative movement and Jacobians, scaled by the hull-area ratio when `adapt_movement_scale`;
     absolute keypoints when `relative=False`. It runs where the networks are.
+    MRAA: `make_animation(source_image, driving_video, generator, region_predictor, avd_network,
+    animation_mode='standard', cpu=False)`: mode 'standard' (the driving regions), 'relative' (shift and
+    affine relative to the first driving frame, scaled by the hull-area ratio) or 'avd'. It runs where
+    the networks are.
     """
     from modules.checkpoint import unwrap
 
+    if region_predictor is not None or _is_region_predictor(kp_detector):
+        return _make_mraa(source_image, driving_video, generator if generator is not None else inpainting_network,
+                          region_predictor if region_predictor is not None else kp_detector,
+                          dense_motion_network, avd_network, animation_mode, device)
     if generator is not None or _is_fomm_generator(inpainting_network):
         if generator is None:
             generator = inpainting_network
@@ -196,6 +238,38 @@ def make_animation(source_image: np.ndarray, driving_video: Sequence[np.ndarray]
         models["avd_network"] = unwrap(avd_network)
     source = _frames_tensor([source_image], dev)  # 1 x 3 x H x W
     animator = Animator(models, source, mode=mode)  # the first driving frame is the relative anchor
+    return _run(animator, driving_video, dev)
+
+
+def _is_region_predictor(module) -> bool:
+    from modules.checkpoint import unwrap
+    from modules.mraa.region_predictor import RegionPredictor
+
+    return isinstance(unwrap(module), RegionPredictor) if isinstance(module, nn.Module) else False
+
+
+def _make_mraa(source_image, driving_video, generator: nn.Module | None, region_predictor: nn.Module,
+               avd_network, mode_slot, animation_mode: str | None, cpu_slot) -> list[np.ndarray]:
+    """MRAA's make_animation. The published positional order (generator, region_predictor, avd_network,
+    animation_mode, cpu) lands in the TPSMM slots: the mode may come in `mode_slot` (a str), `cpu` in
+    `cpu_slot` (a bool, unused: the networks' device decides)."""
+    from modules.checkpoint import unwrap
+    from modules.mraa.animation import MRAAAnimator
+
+    if isinstance(mode_slot, str):
+        if animation_mode is not None and animation_mode != mode_slot:
+            raise TypeError(f"make_animation got two animation modes: {mode_slot!r} and {animation_mode!r}")
+        animation_mode = mode_slot
+    animation_mode = animation_mode or "standard"  # the published default
+    if generator is None:
+        raise TypeError("MRAA make_animation needs the generator")
+    models = {"generator": unwrap(generator), "region_predictor": unwrap(region_predictor)}
+    avd = avd_network if isinstance(avd_network, nn.Module) else mode_slot  # positional, or avd_network=
+    if isinstance(avd, nn.Module):
+        models["avd_network"] = unwrap(avd)
+    dev = _device_of(region_predictor)
+    source = _frames_tensor([source_image], dev)  # 1 x 3 x H x W
+    animator = MRAAAnimator(models, source, mode=animation_mode)  # the first driving frame is the relative anchor
     return _run(animator, driving_video, dev)
 
 
@@ -235,6 +309,9 @@ def _reference_defaults(family: str) -> dict[str, str]:
     if family == "fomm":
         return {"checkpoint": "vox-cpk.pth.tar", "source_image": "sup-mat/source.png",
                 "driving_video": "driving.mp4", "result_video": "result.mp4"}
+    if family == "mraa":
+        return {"checkpoint": "ted384.pth", "source_image": "sup-mat/source.png",
+                "driving_video": "sup-mat/driving.mp4", "result_video": "result.mp4"}
     return {"checkpoint": "checkpoints/vox.pth.tar", "source_image": "./assets/source.png",
             "driving_video": "./assets/driving.mp4", "result_video": "./result.mp4"}
 
@@ -250,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="result (default ./result.mp4; .gif, or a name without extension for PNG frames)")
     parser.add_argument("--img_shape", default=None, type=lambda x: list(map(int, x.split(","))),
                         help="H,W to animate at (default: the config's frame size: 256,256; ted-384: 384,384)")
-    parser.add_argument("--mode", default="relative", choices=["standard", "relative", "avd"],
-                        help="TPSMM animation mode")
+    parser.add_argument("--mode", default=None, choices=["standard", "relative", "avd"],
+                        help="TPSMM and MRAA animation mode (default: TPSMM relative, MRAA avd)")
     parser.add_argument("--find_best_frame", dest="find_best_frame", action="store_true",
                         help="start from the frame that is the most aligned with the source (face-alignment/dlib)")
     parser.add_argument("--best_frame", dest="best_frame", type=int, default=None, help="(FOMM) set the start frame")
@@ -313,6 +390,7 @@ def write_result(path: str, frames: list[np.ndarray], fps: float, audio_from: st
 def animate_from_args(args: argparse.Namespace) -> str:
     """The reference demo's main(): read, (best frame), make_animation, write."""
     from modules.family import load_config
+    from utils.errors import UserError
     from utils.media import has_audio
 
     family = load_config(args.config)["model_family"]
@@ -322,12 +400,22 @@ def animate_from_args(args: argparse.Namespace) -> str:
     args.config = resolve_config(args.config, args.checkpoint)
     config = load_config(args.config)
     family = config["model_family"]
+    if args.mode is None:  # each reference demo's default
+        args.mode = "avd" if family == "mraa" else "relative"
     img_shape = args.img_shape or frame_size(config, args.config)
     source, driving, fps = read_inputs(args.source_image, args.driving_video, img_shape)
     device = torch.device("cpu") if args.cpu or not torch.cuda.is_available() else torch.device("cuda")
     if family == "fomm":
         networks = load_checkpoints(args.config, args.checkpoint, cpu=device.type == "cpu")
         options = dict(relative=args.relative, adapt_movement_scale=args.adapt_scale, cpu=device.type == "cpu")
+    elif family == "mraa":
+        if args.mode == "avd" and not _has_network(args.checkpoint, "avd_network"):
+            raise UserError(f"--mode avd needs a checkpoint with an avd_network; {args.checkpoint} has none: "
+                            f"use --mode relative or --mode standard")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the missing-AVD warning: answered above
+            networks = load_checkpoints(args.config, args.checkpoint, cpu=device.type == "cpu")
+        options = dict(animation_mode=args.mode)
     else:
         networks = load_checkpoints(args.config, args.checkpoint, device=device)
         options = dict(device=device, mode=args.mode)

@@ -1,15 +1,17 @@
 """Animation speed: the plain per-frame path against the engine's exact and reduced-precision paths, per family.
 
-    .venv/bin/python bench/bench_animation.py [--families tpsmm,fomm] [--config config/vox-256.yaml]
-        [--fomm-config config/fomm/vox-256.yaml] [--checkpoint P] [--sizes 256,384,512] [--frames 8]
+    .venv/bin/python bench/bench_animation.py [--families tpsmm,fomm,mraa] [--config config/vox-256.yaml]
+        [--fomm-config config/fomm/vox-256.yaml] [--mraa-config config/mraa/vox256.yaml] [--checkpoint P]
+        [--sizes 256,384,512] [--frames 8]
         [--batch 4] [--rounds 3] [--memory-batch 1] [--flat 1000]
 
 Prints one table, every figure measured in this run on this machine:
 - the machine's fp32 and bf16 matmul peak (GFLOP/s), so each path is also a fraction of it;
-- per family (TPSMM: --config, FOMM: --fomm-config) and size: ms per frame of the plain path
-  (the reference demo's loop: batch 1, one frame at a time, eval + no_grad, source re-encoded
-  every frame; `animate_plain`, `animate_fomm_plain`) and of the engine (the family's animator,
-  `Animator` / `FOMMAnimator`: exact fp32, and bf16/fp16 convolutions), rounds interleaved,
+- per family (TPSMM: --config, FOMM: --fomm-config, MRAA: --mraa-config) and size: ms per frame of
+  the plain path (the reference demo's loop: batch 1, one frame at a time, eval + no_grad, source
+  re-encoded every frame; `animate_plain`, `animate_fomm_plain`, `animate_mraa_plain`) and of the
+  engine (the family's animator, `Animator` / `FOMMAnimator` / `MRAAAnimator`: exact fp32, and
+  bf16/fp16 convolutions), rounds interleaved,
   medians; the speed-up over plain; FLOPs per frame counted with torch.utils.flop_counter;
   achieved GFLOP/s and the fraction of the peak; the output difference to the plain fp32 path
   on real frames (max |diff| and PSNR), and of every path, plain included, to the plain path
@@ -20,7 +22,8 @@ Prints one table, every figure measured in this run on this machine:
   and 901-1000 and over every 100-frame window (a trend, not one noisy window, is what
   would show a leak), peak memory after 100 and after 1000 frames.
 Weights come from --checkpoint (TPSMM only), else the family's seeded recipe
-(utils/weight_recipe.py, modules/fomm/weight_recipe.py).
+(utils/weight_recipe.py, modules/fomm/weight_recipe.py, modules/mraa/weight_recipe.py). Every path
+animates in mode 'relative'.
 """
 from __future__ import annotations
 
@@ -39,10 +42,11 @@ import torch  # noqa: E402
 from modules import family_of_models  # noqa: E402
 from modules.animation import animate_plain  # noqa: E402
 from modules.fomm.animation import animate_fomm_plain  # noqa: E402
+from modules.mraa.animation import animate_mraa_plain  # noqa: E402
 from utils.io import atomic_write  # noqa: E402
 
 PATH_PRECISION = {"exact": "fp32", "bf16": "bf16", "fp16": "fp16"}
-PLAIN = {"tpsmm": animate_plain, "fomm": animate_fomm_plain}  # the reference demo loop of each family
+PLAIN = {"tpsmm": animate_plain, "fomm": animate_fomm_plain, "mraa": animate_mraa_plain}  # each reference demo loop
 
 
 def plain_loop(models: dict):
@@ -51,7 +55,7 @@ def plain_loop(models: dict):
 
 
 def engine(models: dict, source: torch.Tensor, path: str):
-    """The family's animator (`Animator`, `FOMMAnimator`) for one engine path ('exact', 'bf16', 'fp16')."""
+    """The family's animator (`Animator`, `FOMMAnimator`, `MRAAAnimator`) for one engine path ('exact', 'bf16', 'fp16')."""
     return family_of_models(models).animator_class()(models, source, precision=PATH_PRECISION[path])
 
 
@@ -224,10 +228,11 @@ def flat_check(args, config: str, flat: int) -> dict:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--families", default="tpsmm,fomm", help="model families to bench: tpsmm,fomm")
+    parser.add_argument("--families", default="tpsmm,fomm", help="model families to bench: tpsmm,fomm,mraa")
     parser.add_argument("--config", default=os.path.join(common.ROOT, "config", "vox-256.yaml"),
                         help="the TPSMM config")
     parser.add_argument("--fomm-config", default=os.path.join(common.ROOT, "config", "fomm", "vox-256.yaml"))
+    parser.add_argument("--mraa-config", default=os.path.join(common.ROOT, "config", "mraa", "vox256.yaml"))
     parser.add_argument("--checkpoint", default=None, help="TPSMM weights (default: the seeded recipe)")
     parser.add_argument("--sizes", default="256,384,512")
     parser.add_argument("--frames", type=int, default=8, help="frames per timed call of the engine")
@@ -255,13 +260,13 @@ def main() -> None:
     args = parse_args()
     if args.worker:
         return worker(args)
-    if args.checkpoint and "fomm" in args.families.split(","):
+    if args.checkpoint and set(args.families.split(",")) - {"tpsmm"}:
         raise SystemExit("--checkpoint holds TPSMM weights: bench --families tpsmm with it")
     torch.set_num_threads(args.threads)
     info = common.machine_info(args.threads)
     peak32 = common.matmul_peak(torch.float32)
     peak16 = common.matmul_peak(torch.bfloat16, n=4096)
-    configs = {"tpsmm": args.config, "fomm": args.fomm_config}
+    configs = {"tpsmm": args.config, "fomm": args.fomm_config, "mraa": args.mraa_config}
     families = [f for f in args.families.split(",") if f]
     print(f"# {info['cpu']}, {info['cores']} cores, {args.threads} threads, torch {info['torch']}, "
           f"ISA {' '.join(info['isa'])}, load average at start {info['loadavg'][0]:.1f}")

@@ -86,7 +86,7 @@ def test_reference_flags_and_defaults():
 
     args = build_parser().parse_args(["--config", "config/vox-256.yaml"])
     assert (args.mode, args.find_best_frame, args.cpu, args.relative, args.adapt_scale, args.audio,
-            args.best_frame, args.img_shape) == ("relative", False, False, False, False, False, None, None)
+            args.best_frame, args.img_shape) == (None, False, False, False, False, False, None, None)  # mode: per family
     assert _reference_defaults("tpsmm") == {"checkpoint": "checkpoints/vox.pth.tar",
                                             "source_image": "./assets/source.png",
                                             "driving_video": "./assets/driving.mp4", "result_video": "./result.mp4"}

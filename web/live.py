@@ -11,8 +11,8 @@ Two front ends on one frame path (`FrameAnimator`: crop the camera frame, animat
   window or a stream (`utils.live.open_live_sink`).
 
 Real time: frames pass through a `utils.live.LatestFrameQueue` of one frame, so stale
-camera frames are dropped instead of queueing up; the engine (`modules.animation.Animator`)
-runs in bf16 on CPUs with AVX-512 BF16 / AMX and in fp16 on CUDA (`auto_precision`).
+camera frames are dropped instead of queueing up; the family's engine (`modules.animation.Animator`,
+`FOMMAnimator`, `MRAAAnimator`) runs in bf16 on CPUs with AVX-512 BF16 / AMX and in fp16 on CUDA (`auto_precision`).
 The first frame of a session (or the first after "reset") is the relative-mode anchor.
 """
 from __future__ import annotations
@@ -124,18 +124,14 @@ class FrameAnimator:
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         import torch
 
-        from modules.animation import Animator, make_animation
+        from modules.family import family_of_models
 
         driving = self._tensor(self.crop_frame(frame))
         with torch.inference_mode():
-            if "generator" in self.models:  # FOMM family: no streaming engine; the anchor goes with every frame
-                if self.engine is None:
-                    self.engine = driving
-                out = make_animation(self.source, torch.cat([self.engine, driving]), self.models, mode=self.mode)[1:]
-            else:
-                if self.engine is None:
-                    self.engine = Animator(self.models, self.source, mode=self.mode, precision=self.precision)
-                out = self.engine(driving)
+            if self.engine is None:  # the family's engine (Animator, FOMMAnimator, MRAAAnimator): this frame anchors
+                engine = family_of_models(self.models).animator_class()
+                self.engine = engine(self.models, self.source, mode=self.mode, precision=self.precision)
+            out = self.engine(driving)
         self.frames += 1
         return out[0].float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 

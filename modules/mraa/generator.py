@@ -72,7 +72,7 @@ class Generator(EngineHooks, nn.Module):
 
     def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
         """Every encoder level of the source: [first-block output, DownBlock 1 output, ..., encoder output]."""
-        levels = [self.first(self.conv_in(source_image))]
+        levels = [self.first(source_image)]  # fp32 on the engine's copy too (once per video)
         for block in self.down_blocks:
             levels.append(block(levels[-1]))
         return levels
@@ -112,13 +112,15 @@ class Generator(EngineHooks, nn.Module):
             out = warp(out, flow)
         if occlusion is not None:
             out = out * resize_occlusion(occlusion, out).to(out.dtype)
-        out = self.bottleneck(out)
+        # conv_in / conv_out: on the engine's bf16/fp16 copy the bottleneck and decoder run in that dtype,
+        # warps and blends in fp32 (identities everywhere else)
+        out = self.bottleneck(self.conv_in(out))
         for i, block in enumerate(self.up_blocks):
             if self.skips:
-                out = self.blend(levels[-(i + 1)], out, flow, occlusion)
+                out = self.conv_in(self.blend(levels[-(i + 1)], self.conv_out(out), flow, occlusion))
             out = block(out)
         if self.skips:
-            out = self.blend(levels[0], out, flow, occlusion)
+            out = self.conv_in(self.blend(levels[0], self.conv_out(out), flow, occlusion))
         prediction = torch.sigmoid(self.conv_out(self.final(out)))  # B x C x H x W
         if self.skips:
             prediction = self.blend(source_image, prediction, flow, occlusion)
