@@ -41,6 +41,17 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES_DIR = os.path.join(ROOT, "web", "examples")
 MODES = tuple(animate_cli.MODES)  # standard, relative, avd
 CHECKPOINT_SUFFIX = ".pth.tar"
+# ".pth": the published MRAA checkpoints' name (vox256.pth, ...), found beside the framework's own files
+CHECKPOINT_SUFFIXES = (CHECKPOINT_SUFFIX, ".pth")
+
+
+def _checkpoint_name(path: str) -> str:
+    """A checkpoint's file name without its suffix (.pth.tar or .pth)."""
+    base = os.path.basename(path)
+    for suffix in CHECKPOINT_SUFFIXES:
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return os.path.splitext(base)[0]
 DEFAULT_MAX_FILE_SIZE_MB = 100.0
 PASTE_CHOICES = ("auto", "on", "off")  # auto: on when the photo is larger than the model's frames
 JOB_MAX_AGE_S = 15 * 60          # our job folders; Gradio keeps its copies of the results for CACHE_MAX_AGE_S
@@ -86,13 +97,13 @@ def _stored_config(checkpoint: str) -> dict | None:
 
 
 def matching_config(checkpoint: str, checkpoints_dir: str, config_dir: str) -> str | dict | None:
-    """The config of `<checkpoints_dir>/<sub>/<name>.pth.tar`.
+    """The config of `<checkpoints_dir>/<sub>/<name>.pth.tar` (or `<name>.pth`).
 
     Looked up in order: `<name>.yaml` next to the checkpoint; `<config_dir>/<sub>/<name>.yaml`;
     `<config_dir>/<sub>/<name>*.yaml` (the shortest such name, e.g. vox -> vox-256.yaml);
     the `config` entry stored in the checkpoint.
     """
-    name = os.path.basename(checkpoint)[: -len(CHECKPOINT_SUFFIX)]
+    name = _checkpoint_name(checkpoint)
     sub = os.path.relpath(os.path.dirname(checkpoint), checkpoints_dir)
     sub = "" if sub == "." else sub
     beside = os.path.join(os.path.dirname(checkpoint), name + ".yaml")
@@ -109,7 +120,7 @@ def matching_config(checkpoint: str, checkpoints_dir: str, config_dir: str) -> s
 
 
 def find_models(checkpoints_dir: str = "checkpoints", config_dir: str = "config") -> dict[str, ModelChoice]:
-    """Every `*.pth.tar` under `checkpoints_dir` whose config can be found (see `matching_config`).
+    """Every `*.pth.tar` (and `*.pth`) under `checkpoints_dir` whose config can be found (see `matching_config`).
 
     The demo model (`checkpoints/demo.pth.tar` + `config/demo.yaml`, written by `make demo`)
     is found by the same rule. Checkpoints without a config are skipped with a note on stderr.
@@ -117,10 +128,12 @@ def find_models(checkpoints_dir: str = "checkpoints", config_dir: str = "config"
     models: dict[str, ModelChoice] = {}
     if not os.path.isdir(checkpoints_dir):
         return models
-    paths = sorted(glob.glob(os.path.join(glob.escape(checkpoints_dir), "**", "*" + CHECKPOINT_SUFFIX), recursive=True))
+    paths = sorted(path for suffix in CHECKPOINT_SUFFIXES
+                   for path in glob.glob(os.path.join(glob.escape(checkpoints_dir), "**", "*" + suffix), recursive=True))
     for path in paths:
         config = matching_config(path, checkpoints_dir, config_dir)
-        name = os.path.relpath(path, checkpoints_dir)[: -len(CHECKPOINT_SUFFIX)]
+        name = os.path.join(os.path.relpath(os.path.dirname(path), checkpoints_dir), _checkpoint_name(path))
+        name = os.path.normpath(name)
         if config is None:
             print(f"note: no config found for {path} (expected {config_dir}/{name}*.yaml); not offered", file=sys.stderr)
             continue
@@ -140,8 +153,7 @@ def parse_model_spec(spec: str) -> ModelChoice:
         if not os.path.isfile(path):
             raise InputError(f"--model {spec}: file not found: {path}")
     if name is None:
-        name = os.path.basename(checkpoint)
-        name = name[: -len(CHECKPOINT_SUFFIX)] if name.endswith(CHECKPOINT_SUFFIX) else os.path.splitext(name)[0]
+        name = _checkpoint_name(checkpoint)
     return ModelChoice(name=name, config=config, checkpoint=checkpoint)
 
 

@@ -38,6 +38,9 @@ def load_models(config: str, checkpoint: str | None = None) -> dict:
         load_checkpoint(checkpoint, models)
     elif family_of(resolved).name == "fomm":
         fill_fomm_models(models)
+    elif family_of(resolved).name == "mraa":
+        from modules.mraa.weight_recipe import fill_mraa_models
+        fill_mraa_models(models)
     else:
         fill_models(models)
     for m in models.values():

@@ -299,3 +299,58 @@ def test_demo_cli_avd_without_avd_network_is_one_line(tmp_path, io, mraa_checkpo
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: --mode avd needs") and "avd_network" in err[0]
     assert not (tmp_path / "result").exists()
+
+
+def test_paste_back_end_to_end(tmp_path, io, mraa_checkpoint):
+    """`--paste_back` with an MRAA model: frames at the photo's size, the photo itself outside the crop,
+    animated inside it."""
+    from PIL import Image
+
+    import animate
+
+    source, driving = _uint8_inputs(io)
+    square = (source[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # 64 x 64 x 3
+    photo = np.concatenate([np.full((64, 32, 3), 40, np.uint8), square, np.full((64, 32, 3), 200, np.uint8)], axis=1)
+    Image.fromarray(photo).save(tmp_path / "photo.png")  # 64 x 128: the centre crop is the fixture's source
+    _write_frames(tmp_path / "driving", driving)
+    info = animate.run_animation(CONFIG, mraa_checkpoint, str(tmp_path / "photo.png"), str(tmp_path / "driving"),
+                                 str(tmp_path / "result"), mode="relative", paste_back=True, device="cpu")
+    got = _read_frames(tmp_path / "result")
+    assert info["paste_back"] and got.shape == (3, 64, 128, 3)
+    assert np.array_equal(got[:, :, :28], np.broadcast_to(photo[:, :28], got[:, :, :28].shape))  # outside the crop
+    assert np.array_equal(got[:, :, 100:], np.broadcast_to(photo[:, 100:], got[:, :, 100:].shape))
+    inside = got[:, 16:48, 48:80].astype(int)
+    assert np.abs(inside - photo[16:48, 48:80].astype(int)).max() > 10  # animated, not the photo
+    assert np.abs(inside[0] - inside[2]).max() > 10  # and moving
+
+
+def test_web_page_offers_and_checks_an_mraa_model(tmp_path, mraa_checkpoint):
+    """The web page finds a published-style `checkpoints/mraa/<name>.pth` beside `config/mraa/<name>.yaml`
+    and checks it (typed config, every network it animates with) before serving."""
+    import shutil
+
+    import app
+
+    (tmp_path / "checkpoints" / "mraa").mkdir(parents=True)
+    (tmp_path / "config" / "mraa").mkdir(parents=True)
+    shutil.copy(mraa_checkpoint, tmp_path / "checkpoints" / "mraa" / "tiny.pth")
+    shutil.copy(CONFIG, tmp_path / "config" / "mraa" / "tiny.yaml")
+    models = app.find_models(str(tmp_path / "checkpoints"), str(tmp_path / "config"))
+    assert list(models) == ["mraa/tiny"]
+    assert models["mraa/tiny"].config == str(tmp_path / "config" / "mraa" / "tiny.yaml")
+    app.check_model(models["mraa/tiny"], "cpu")  # raises a one-line InputError on a bad model
+
+
+def test_live_frames_through_the_mraa_engine(io, models):
+    """Live animation (`web.live.FrameAnimator`): the first camera frame anchors relative mode, every
+    later frame goes through the same engine as a file would."""
+    from web.live import FrameAnimator
+
+    source, driving = _uint8_inputs(io)
+    to_uint8 = lambda x: (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # noqa: E731
+    frames = FrameAnimator(models, to_uint8(source[0]), (64, 64), mode="relative", precision="fp32")
+    got = np.stack([frames(to_uint8(frame)) for frame in driving])
+    with torch.no_grad():
+        expected = make_mraa_animation(source, driving, models, mode="relative")
+    expected = (expected.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
