@@ -241,8 +241,14 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
                   batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
                   img_shape: tuple[int, int] | None = None, best_frame: int | None = None,
                   show_progress: bool = False, paste_back: bool = False, max_size: int | None = 1920,
-                  colour_match: bool = False) -> dict:
+                  colour_match: bool = False, max_frames: int | None = None,
+                  max_seconds: float | None = None) -> dict:
     """Animate `source_image` with `driving_video` and write `result_video`; return a summary dict.
+
+    driving_video: a video file or frame folder, or a URL, stream or camera (`utils.live.is_live_source`):
+      read once, in order, every frame animated (real-time dropping is `--live`'s, never a file's);
+      `max_frames` / `max_seconds` stop reading it (a camera needs one of them); the anchor is its
+      first frame, the crop box of 'face' / 'person' is tracked online; no audio.
 
     config: YAML path or dict; checkpoint: a checkpoint matching it.
     mode: 'relative' (motion relative to the anchor frame, TPSMM demo default), 'standard'
@@ -261,7 +267,9 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
       the crop's colours to the photo around it. The side-by-side output stays at the model's size.
 
     Returns {'result_video', 'side_by_side', 'num_frames', 'fps', 'audio', 'anchor_frame',
-    'size', 'mode', 'crop', 'device', 'seconds', 'frames_per_second', 'paste_back', 'result_size'}.
+    'size', 'mode', 'crop', 'device', 'seconds', 'frames_per_second', 'paste_back', 'result_size',
+    'frames_read' (driving frames read: num_frames for a complete write), 'source_error' (a stream that
+    broke off after some frames: why; its frames up to there are written)}.
     Raises AnimateError / MediaError / CheckpointError / ConfigError / CropError (one-line messages)
     before anything is written; a failure while writing leaves no output file.
     """
@@ -275,6 +283,12 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
     if paste_back and side_by_side is True:
         raise AnimateError("--paste_back writes the full photo: give --side_by_side a PATH for the side-by-side video")
     dev = resolve_device(device)
+
+    stream = _check_stream(os.fspath(driving_video), find_best_frame, best_frame, max_frames, max_seconds)
+    if stream:
+        return _run_stream(config, checkpoint, source_image, os.fspath(driving_video), result_video, sbs_path,
+                           mode, crop, side_by_side is True, dev, precision, batch_size, progress, img_shape,
+                           show_progress, paste_back, max_size, colour_match, max_frames, max_seconds, start)
 
     # Inputs and model, checked before anything is written.
     reader = open_upright_video(os.fspath(driving_video))  # upright by its display rotation
@@ -310,6 +324,78 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
         "device": str(dev), "seconds": time.time() - start,
         "frames_per_second": done / elapsed if elapsed > 0 else float("inf"),
         "paste_back": paste is not None, "result_size": list(paste.shape) if paste is not None else list(size),
+        "frames_read": done, "source_error": None,
+    }
+
+
+def _check_stream(driving: str, find_best_frame: bool, best_frame: int | None, max_frames: int | None,
+                  max_seconds: float | None) -> bool:
+    """True for a URL, stream or camera (read once, in order); one-line AnimateErrors for options it cannot take."""
+    from utils.live import is_camera, is_live_source
+
+    limits = max_frames is not None or max_seconds is not None
+    if (max_frames is not None and max_frames < 1) or (max_seconds is not None and max_seconds <= 0):
+        raise AnimateError(f"--live_frames and --live_seconds must be positive, got {max_frames} and {max_seconds}")
+    if not is_live_source(driving):
+        if limits:
+            raise AnimateError("--live_frames / --live_seconds stop a URL, stream or camera (or --live); "
+                               f"{driving} is a file: every frame of it is animated")
+        return False
+    if find_best_frame or best_frame is not None:
+        raise AnimateError(f"--find_best_frame / --best_frame need a video file: {driving} is read once, in order "
+                           f"(its first frame is the anchor)")
+    if is_camera(driving) and not limits:
+        raise AnimateError(f"{driving} is a camera: give --live_frames or --live_seconds to say when the recording "
+                           f"ends (or --live to watch it in real time)")
+    return True
+
+
+def _run_stream(config, checkpoint, source_image, driving: str, result_video: str, sbs_path: str | None, mode: str,
+                crop: str, sbs_in_result: bool, dev: torch.device, precision: str, batch_size: int,
+                progress: Callable[[int, int], None] | None, img_shape: tuple[int, int] | None, show_progress: bool,
+                paste_back: bool, max_size: int | None, colour_match: bool, max_frames: int | None,
+                max_seconds: float | None, start: float) -> dict:
+    """`run_animation` for a URL, stream or camera: every frame read is animated, in order, and written
+    (`utils.live.LiveSource(lossless=True)`, `every_frame`); checks everything before it connects."""
+    from modules.family import load_config
+    from utils.crop import FACE_SCALE, PERSON_SCALE, centre_box, crop_resize, detector, full_box
+    from utils.live import LiveSource, OnlineBoxTracker, every_frame
+
+    cfg = load_config(config)
+    size = _frame_size(cfg, img_shape, config, dev, batch_size)
+    source, paste = _source(source_image, crop, size, paste_back, max_size, colour_match)
+    models = cached_models(cfg, os.fspath(checkpoint), mode, dev)
+    tracker = None
+    if crop in ("face", "person"):
+        tracker = OnlineBoxTracker(detector(crop), FACE_SCALE if crop == "face" else PERSON_SCALE)
+    reader = LiveSource(driving, lossless=True)
+    counts: dict = {}
+
+    def driving_frames() -> Iterator[np.ndarray]:
+        for frame in every_frame(reader, max_frames, max_seconds, counts):
+            height, width = frame.shape[:2]
+            box = tracker.update(frame) if tracker is not None else \
+                (centre_box if crop == "centre" else full_box)(height, width)
+            yield crop_resize(frame, box, size)  # H x W x 3 at the model's size
+
+    try:
+        animator = animator_class(cfg)(models, to_tensor([source], dev), mode=mode, precision=precision)
+        writers = _open_writers(result_video, sbs_path, reader.fps, None, None)
+        animate_start = time.time()
+        done = _write_all(animator, driving_frames(), source, dev, batch_size, writers, sbs_in_result, None,
+                          progress, show_progress, driving, paste)
+    finally:
+        reader.close()
+    elapsed = time.time() - animate_start
+    result_writer, sbs_writer, _ = writers
+    return {
+        "result_video": os.path.abspath(result_writer.path),
+        "side_by_side": os.path.abspath(sbs_writer.path) if sbs_writer is not None else None,
+        "num_frames": done, "fps": reader.fps, "audio": False, "anchor_frame": 0, "size": list(size), "mode": mode,
+        "crop": crop, "device": str(dev), "seconds": time.time() - start,
+        "frames_per_second": done / elapsed if elapsed > 0 else float("inf"),
+        "paste_back": paste is not None, "result_size": list(paste.shape) if paste is not None else list(size),
+        "frames_read": counts.get("read", done), "source_error": counts.get("error"),
     }
 
 
@@ -365,8 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--live", action="store_true",
                       help="real time: --driving_video is a camera (/dev/video0), a stream URL or a file played "
                            "at its rate; newest frame first, stale frames dropped; a window when there is a display")
-    live.add_argument("--live_frames", type=int, default=None, help="stop after this many animated frames")
-    live.add_argument("--live_seconds", type=float, default=None, help="stop after this many seconds")
+    live.add_argument("--live_frames", type=int, default=None,
+                      help="stop after this many frames (without --live: read this many from a URL, stream or "
+                           "camera, every one animated)")
+    live.add_argument("--live_seconds", type=float, default=None,
+                      help="stop after this many seconds (without --live: the frames a URL, stream or camera "
+                           "gives in that time, every one animated)")
     return parser
 
 
@@ -381,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, terminated) if threading.current_thread() is threading.main_thread() else None
     from utils.live import is_live_source
 
-    if args.live or is_live_source(args.driving_video):
+    if args.live:  # real time: stale frames dropped; without --live every frame of any source is written
         try:
             return _main_live(args)
         except UserError as err:
@@ -397,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
             find_best_frame=args.find_best_frame, audio=args.audio, side_by_side=args.side_by_side,
             device="cpu" if args.cpu else args.device, precision=args.precision or "fp32", batch_size=args.batch_size,
             img_shape=args.img_shape, best_frame=args.best_frame, show_progress=not args.quiet,
-            paste_back=args.paste_back, max_size=args.max_size, colour_match=args.colour_match)
+            paste_back=args.paste_back, max_size=args.max_size, colour_match=args.colour_match,
+            max_frames=args.live_frames, max_seconds=args.live_seconds)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -418,7 +509,12 @@ def main(argv: list[str] | None = None) -> int:
         extra.append("with audio")
     if info["paste_back"]:
         extra.append(f"pasted back into the photo, {info['result_size'][1]}x{info['result_size'][0]} px")
+    if is_live_source(args.driving_video):
+        extra.insert(1, "every frame read from the stream, none dropped")
     print(f"wrote {info['result_video']} ({', '.join(extra)})")
+    if info["source_error"]:
+        print(f"warning: {args.driving_video} broke off after {info['frames_read']} frames ({info['source_error']}); "
+              f"the result holds those frames", file=sys.stderr)
     if info["side_by_side"]:
         print(f"wrote {info['side_by_side']}")
     return 0

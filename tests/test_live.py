@@ -39,6 +39,20 @@ def test_latest_frame_queue_drops_stale_frames():
         LatestFrameQueue(0)
 
 
+def test_lossless_queue_keeps_every_frame_in_order():
+    """Writing a file (issue 25): a full queue makes the producer wait instead of dropping."""
+    queue = LatestFrameQueue(capacity=2, lossless=True)
+    producer = threading.Thread(target=lambda: [queue.put(i) for i in range(50)] and queue.close())
+    producer.start()
+    time.sleep(0.1)
+    assert len(queue) == 2 and producer.is_alive()         # blocked on the third item, nothing dropped
+    got = []
+    while (item := queue.get(timeout=5)) is not None:
+        got.append(item)
+    producer.join(5)
+    assert got == list(range(50)) and queue.dropped == 0
+
+
 def test_online_tracker_detects_every_n_frames_and_smooths():
     calls = []
 

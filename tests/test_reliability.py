@@ -262,6 +262,74 @@ def test_second_run_in_a_locked_run_folder_exits_2_and_the_first_finishes(tmp_pa
     assert not (run_dir / "run.lock").exists()
 
 
+class _RangeHandler(__import__("http.server").server.SimpleHTTPRequestHandler):
+    """Static files with HTTP Range requests, as web servers serve them (ffmpeg seeks to an mp4's index)."""
+
+    def log_message(self, *args):
+        pass
+
+    def send_head(self):
+        import re
+
+        path = self.translate_path(self.path)
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if not os.path.isfile(path) or not match:
+            return super().send_head()
+        size = os.path.getsize(path)
+        first, last = int(match.group(1)), min(int(match.group(2) or size - 1), size - 1)
+        with open(path, "rb") as handle:
+            handle.seek(first)
+            body = handle.read(last - first + 1)
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        import io
+
+        return io.BytesIO(body)
+
+
+def test_a_video_url_is_animated_frame_by_frame_and_live_drops_saying_so(tmp_path, tiny_config_path,
+                                                                          tiny_checkpoint, capsys):
+    """Issue 25 item 1: `--driving_video http://HOST/clip.mp4` wrote 2 frames of 118 ("116 stale frames dropped")."""
+    import functools
+    import http.server
+    import threading
+
+    import animate
+    import numpy as np
+    from utils.media import open_writer
+
+    frames = 16
+    served = tmp_path / "served"
+    served.mkdir()
+    with open_writer(str(served / "clip.mp4"), fps=25) as writer:  # a face-free pattern that moves
+        grid = np.arange(96)[None, :] + np.arange(96)[:, None]  # 96 x 96
+        writer.write_batch(np.stack([np.repeat(((grid + 6 * t) % 48 * 5).astype(np.uint8)[..., None], 3, axis=2)
+                                     for t in range(frames)]))  # T x 96 x 96 x 3
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_RangeHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
+    args = ["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image", PHOTO,
+            "--driving_video", url, "--cpu", "--quiet"]
+    try:
+        capsys.readouterr()
+        assert animate.main(args + ["--result_video", str(tmp_path / "every")]) == 0
+        out = capsys.readouterr().out
+        assert len(os.listdir(tmp_path / "every")) == frames, out  # a PNG per frame of the clip
+        assert f"({frames} frames, every frame read from the stream, none dropped" in out, out
+        assert animate.main(args + ["--live", "--result_video", str(tmp_path / "live.mp4")]) == 0
+        out = capsys.readouterr().out
+    finally:
+        server.shutdown()
+        server.server_close()
+    import re
+
+    shown, dropped = (int(v) for v in re.search(r"live: (\d+) frames .* (\d+) stale frames dropped", out).groups())
+    assert dropped > 0 and shown + dropped == frames, out  # real time: the newest frame first, the rest dropped
+
+
 def test_pickled_code_is_refused_with_what_it_is_and_how_to_convert(tmp_path, tiny_config_path, tiny_checkpoint,
                                                                    capsys):
     import animate

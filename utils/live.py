@@ -20,7 +20,7 @@ import os
 import subprocess
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -51,13 +51,15 @@ class LatestFrameQueue:
     """A bounded FIFO that drops its oldest item when full (stale camera frames), never blocking the producer.
 
     `get` waits for an item; after `close` it returns None once the queue is empty.
-    `dropped` counts the items thrown away.
+    `dropped` counts the items thrown away. lossless: a full queue makes `put` wait for room
+    instead (every item kept, in order; the producer slows to the consumer's pace).
     """
 
-    def __init__(self, capacity: int = 1):
+    def __init__(self, capacity: int = 1, lossless: bool = False):
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
+        self.lossless = lossless
         self._items: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self.closed = False
@@ -65,8 +67,10 @@ class LatestFrameQueue:
         self.put_count = 0
 
     def put(self, item) -> bool:
-        """Add `item`; True when an older item had to be dropped for it."""
+        """Add `item`; True when an older item had to be dropped for it (lossless: waits for room instead)."""
         with self._cond:
+            while self.lossless and len(self._items) >= self.capacity and not self.closed:
+                self._cond.wait()
             if self.closed:
                 return False
             dropped = len(self._items) >= self.capacity
@@ -87,7 +91,10 @@ class LatestFrameQueue:
                 if left is not None and left <= 0:
                     return None
                 self._cond.wait(left)
-            return self._items.popleft() if self._items else None
+            if not self._items:
+                return None
+            self._cond.notify_all()  # a lossless producer waits for this room
+            return self._items.popleft()
 
     def close(self) -> None:
         with self._cond:
@@ -153,13 +160,17 @@ class LiveSource:
 
     Items are (capture_time, frame (H, W, 3) uint8), capture_time from time.monotonic() when the frame
     was decoded. `realtime` (files only) paces a file at its frame rate, as a camera would.
+    lossless: every frame is kept, in order (writing a file, `every_frame`): the queue holds up to
+    `buffer_bytes` of frames (at least `capacity`), and when it is full the reader waits, so a file or
+    URL is read at the animation's pace and a camera or stream is buffered that far ahead.
     """
 
-    def __init__(self, path: str, capacity: int = 1, realtime: bool = False, open_timeout: float = 20.0):
+    def __init__(self, path: str, capacity: int = 1, realtime: bool = False, open_timeout: float = 20.0,
+                 lossless: bool = False, buffer_bytes: int = 512 << 20):
         import imageio_ffmpeg
 
         self.path = str(path)
-        self.queue = LatestFrameQueue(capacity)
+        self.queue = LatestFrameQueue(capacity, lossless=lossless)
         self.error: BaseException | None = None
         self.frames_read = 0
         input_params = ffmpeg_input_args(self.path) + (["-re"] if realtime else [])
@@ -183,6 +194,8 @@ class LiveSource:
             raise LiveError(f"cannot open the live source {self.path}: {why}")
         self.width, self.height = (int(v) for v in meta["size"])
         self.fps = float(meta.get("fps") or 0.0) or 25.0
+        if lossless:
+            self.queue.capacity = max(capacity, buffer_bytes // max(1, self.width * self.height * 3))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, name="live-source", daemon=True)
         self._thread.start()
@@ -351,3 +364,34 @@ def run_live(source: LiveSource, animate: Callable[[np.ndarray], np.ndarray], si
             "latency_ms_mean": float(np.mean(latencies)) if latencies else float("nan"),
             "latency_ms_p95": _percentile(latencies, 95), "interrupted": interrupted}
 
+
+
+def every_frame(source: LiveSource, max_frames: int | None = None, max_seconds: float | None = None,
+                counts: dict | None = None) -> Iterator[np.ndarray]:
+    """Every frame of a lossless `source`, in order, until it ends (writing a file: nothing is dropped).
+
+    max_frames: at most this many; max_seconds: the frames captured within this many seconds of the
+    first one (all of them are yielded, however long animating them takes). counts['read'] is the
+    number yielded so far, counts['error'] the one-line reason when the source broke off after some
+    frames (the frames before it are kept); a source that breaks off before its first frame raises LiveError.
+    """
+    counts = {} if counts is None else counts
+    counts.update(read=0, error=None)
+    first = None
+    while max_frames is None or counts["read"] < max_frames:
+        item = source.queue.get(timeout=0.5)
+        if item is None:
+            if source.ended:
+                break
+            continue
+        captured, frame = item
+        first = captured if first is None else first
+        if max_seconds is not None and captured - first > max_seconds:
+            break
+        counts["read"] += 1
+        yield frame
+    if source.error is not None and not source._stop.is_set():
+        why = str(source.error).strip().splitlines()[-1][:200] if str(source.error).strip() else type(source.error).__name__
+        if counts["read"] == 0:
+            raise LiveError(f"the driving source {source.path} broke off before its first frame: {why}")
+        counts["error"] = why
