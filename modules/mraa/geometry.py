@@ -19,20 +19,35 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
 
 
+def _lapack_tolerance(dtype: torch.dtype) -> float:
+    """LAPACK's dbdsqr relative tolerance for `dtype`: max(10, min(100, eps^(-1/8))) eps, eps = unit roundoff."""
+    eps = torch.finfo(dtype).eps / 2
+    return max(10.0, min(100.0, eps ** -0.125)) * eps
+
+
 def symmetric_eig2x2(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form eigen-decomposition of symmetric 2x2 matrices [[a, b], [b, c]] (..., 2, 2), on their device.
+    """Eigen-decomposition of symmetric positive semi-definite 2x2 matrices [[a, b], [b, c]] (..., 2, 2) in
+    closed form, on their device, as `torch.svd` (LAPACK gesdd on the CPU) returns it.
 
-    Returns (u (..., 2, 2), s (..., 2)) with matrix = u diag(s) u^T, s[..., 0] >= s[..., 1], columns of u
-    the unit eigenvectors, in the sign convention of `torch.svd` (LAPACK) on the published code's CPU
-    (the MRAA parity fixture: every u has det -1 and u[0, 0] < 0):
+    Returns (u (..., 2, 2), s (..., 2)): matrix = u diag(s) u^T, s[..., 0] >= s[..., 1] >= 0, and u the
+    singular vectors with LAPACK's signs, which the published MRAA code's `torch.svd(covar.cpu())` gave:
 
-        u = [[-cos t, -sin t],
-             [-sin t,  cos t]],   t = atan2(2b, a - c) / 2 in (-pi/2, pi/2]
+    - in general u = sigma [[-cos t, -sin t], [-sin t, cos t]] with t = atan2(2b, a - c) / 2 in (-pi/2, pi/2]:
+      the major axis pointing to negative x, the minor axis that one turned by -90 degrees (det u = -1), and
+      sigma = -1 exactly when b > 0 and ac - b^2 > a^2 + b^2 (LAPACK's bidiagonal B = H M, H the Householder
+      reflection of the first column, has |B[1,1]| > |B[0,0]|: `dlasv2` swaps), else +1. Every region of
+      the parity fixture has sigma = +1 (README: det u = -1, u[0,0] < 0).
+    - when b = 0, or |B[0,1]| is below LAPACK's convergence threshold (dbdsqr splits the bidiagonal without a
+      rotation), u is LAPACK's own vectors: H (b = 0: the identity) with its columns swapped when
+      |B[1,1]| > |B[0,0]|; they differ from the exact eigenvectors by less than the threshold (about 6e-7
+      relative in fp32), and are what LAPACK returns when the eigenvalues are (nearly) equal.
 
-    i.e. the first column is the major axis pointing to negative x, the second the first one turned by
-    -90 degrees. For the positive semi-definite matrices of MRAA (covariances) these are also the singular
-    vectors and s the singular values, so `u diag(sqrt(s))` is the published affine.
-    When the eigenvalues are equal (b = 0, a = c) t is 0 and u = diag(-1, 1).
+    The rules were read off LAPACK's algorithm (dgebd2, dbdsqr, dlasv2; MKL on x86 behaves the same) and are
+    tested against torch.svd and torch.linalg.svd on random and (near-)degenerate matrices in fp32 and fp64
+    (tests/test_mraa_eig.py). Where |B[1,1]| and |B[0,0]| are equal to within rounding (in fp32: regions
+    isotropic to about 1e-3 with a tiny positive b, ~1 in 10^4 of such matrices) LAPACK's rounding decides
+    and sigma may differ; the eigenvectors themselves are ill-conditioned there. s are the exact eigenvalues,
+    which equal the singular values for these matrices. Differentiable (the decisions are constants).
     """
     a = matrix[..., 0, 0]
     b = matrix[..., 0, 1]
@@ -43,11 +58,40 @@ def symmetric_eig2x2(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     s = torch.stack([mean + radius, mean - radius], dim=-1)  # ... x 2, descending
     # angle of the major axis; at radius 0 (equal eigenvalues) any axis is one: take t = 0, with a zero gradient
     degenerate = radius == 0
-    y = torch.where(degenerate, torch.zeros_like(b), b)
-    x = torch.where(degenerate, torch.ones_like(half_diff), half_diff)
-    angle = 0.5 * torch.atan2(y, x)
+    angle = 0.5 * torch.atan2(torch.where(degenerate, torch.zeros_like(b), b),
+                              torch.where(degenerate, torch.ones_like(half_diff), half_diff))
     cos, sin = torch.cos(angle), torch.sin(angle)
     u = torch.stack([torch.stack([-cos, -sin], dim=-1), torch.stack([-sin, cos], dim=-1)], dim=-2)  # ... x 2 x 2
+
+    # LAPACK's bidiagonalisation B = H M = [[f, e], [0, h]] (H: I when b = 0, else the Householder reflection
+    # of the first column, dlarfg: beta = -sign(a) |(a, b)|, tau, v = (1, v2)); arithmetic in LAPACK's order
+    reflect = b != 0
+    norm = torch.hypot(torch.where(reflect, a, torch.ones_like(a)), torch.where(reflect, b, torch.zeros_like(b)))
+    norm = torch.where(reflect, norm, torch.ones_like(a))  # dlapy2 (finite gradients where b = 0)
+    beta = torch.where(a >= 0, -norm, norm)
+    with torch.no_grad():  # the decisions: which sign, which columns, whether dbdsqr rotates at all
+        tau = (beta - a) / beta
+        v2 = b * (1 / (a - beta))
+        w = b + v2 * c  # dlarf: H applied to the second column
+        f = torch.where(reflect, beta, a).abs()
+        e = torch.where(reflect, b - tau * w, torch.zeros_like(b)).abs()
+        h = torch.where(reflect, c - tau * v2 * w, c).abs()
+        swap = h > f  # dlasv2 (and the final sort) put B's second diagonal entry first
+        lapack_sign = torch.where(reflect & (b > 0) & swap, -torch.ones_like(b), torch.ones_like(b))
+        ratio = torch.where(f + e > 0, f / torch.where(f + e > 0, f + e, torch.ones_like(f)), torch.zeros_like(f))
+        smallest = torch.minimum(f, h * ratio) / 2 ** 0.5  # dbdsqr's estimate of the smallest singular value
+        split = e <= torch.clamp(_lapack_tolerance(matrix.dtype) * smallest,
+                                 min=24 * torch.finfo(matrix.dtype).tiny)  # dbdsqr: e treated as 0
+    # H's columns (a, b) / beta and (b, -a) / beta (the identity when b = 0), swapped as LAPACK sorts them
+    h00 = torch.where(reflect, a / beta, torch.ones_like(a))
+    h01 = torch.where(reflect, b / beta, torch.zeros_like(b))
+    h11 = torch.where(reflect, -a / beta, torch.ones_like(a))
+    first = torch.stack([h00, h01], dim=-1)  # ... x 2, H[:, 0]
+    second = torch.stack([h01, h11], dim=-1)  # ... x 2, H[:, 1]
+    col0 = torch.where(swap[..., None], second, first)
+    col1 = torch.where(swap[..., None], first, second)
+    householder = torch.stack([col0, col1], dim=-1)  # ... x 2 x 2, columns
+    u = torch.where(split[..., None, None], householder, u * lapack_sign[..., None, None])
     return u, s
 
 
