@@ -87,7 +87,8 @@ def load_weights(models: dict[str, nn.Module], checkpoint: Optional[str]) -> dic
             models.pop("bg_predictor")
         else:
             load_checkpoint_part(checkpoint, "bg_predictor", models["bg_predictor"], state)
-    epoch = rest.get("epoch")
+    # MRAA's checkpoints name the stage: `epoch_reconstruction` (the networks' own), `epoch_avd` (a published file)
+    epoch = next((rest[k] for k in ("epoch", "epoch_reconstruction", "epoch_avd") if k in rest), None)
     return {"epoch": int(epoch) if isinstance(epoch, (int, float)) else None, "bg_predictor": "bg_predictor" in models}
 
 

@@ -523,7 +523,14 @@ def train_avd(config: dict, models: dict[str, nn.Module], checkpoint: str, log_d
     go to `log_dir` (the caller picks a folder apart from the main run's) as
     `avd-checkpoint.pth.tar` (+ `avd-%08d-checkpoint.pth.tar`): every network of the
     main checkpoint plus `avd_network` and `optimizer_avd` (the published layout).
+    The stage is the family's (`avd_training_class`).
     """
     if not checkpoint:
         raise UserError("--mode train_avd needs --checkpoint (a trained keypoint detector)")
-    return fit(AVDTraining, config, models, log_dir, checkpoint, device, dataset)
+    return fit(avd_training_class(config["model_family"]), config, models, log_dir, checkpoint, device, dataset)
+
+
+def avd_training_class(family: str) -> type:
+    """The AVD stage of a family: its training class's `avd_stage` (MRAA: regions), else `AVDTraining`
+    (TPSMM's keypoints)."""
+    return getattr(training_class(family), "avd_stage", AVDTraining)

@@ -106,7 +106,11 @@ def load_checkpoint(path: str | os.PathLike, models: Mapping[str, nn.Module],
         module.load_state_dict(data[name])
     for name, opt in (optimizers or {}).items():
         if name in data and opt is not None:
-            opt.load_state_dict(data[name])
+            try:
+                opt.load_state_dict(data[name])
+            except ValueError as err:  # another optimizer's state under this name (published MRAA AVD files)
+                raise CheckpointError(f"checkpoint {path}: '{name}' does not fit this run's optimizer "
+                                      f"({one_line(err, 160)})") from None
     used = set(models) | set(optimizers or {})
     return {k: v for k, v in data.items() if k not in used}
 
@@ -147,7 +151,8 @@ def latest_checkpoint(folder: str | os.PathLike, prefix: str = "",
                       skipped: list[str] | None = None) -> str | None:
     """The newest complete training checkpoint in `folder` (for `--checkpoint auto`), or None.
 
-    `<prefix>checkpoint.pth.tar` if it reads and holds an `epoch` (it is always written
+    `<prefix>checkpoint.pth.tar` if it reads and holds an epoch (`epoch`, or a stage's `epoch_<stage>` as
+    MRAA's `epoch_reconstruction`; it is always written
     first), else the highest-numbered `<prefix>%08d-checkpoint.pth.tar` that does.
     skipped: gets '<path>: <why>' for each newer checkpoint passed over (unreadable, no epoch).
     """
@@ -162,7 +167,7 @@ def latest_checkpoint(folder: str | os.PathLike, prefix: str = "",
         if not os.path.isfile(path):
             continue
         try:
-            if "epoch" in read_checkpoint(path):
+            if any(key == "epoch" or str(key).startswith("epoch_") for key in read_checkpoint(path)):
                 return path
             why = "it holds no epoch (not a training checkpoint)"
         except CheckpointError as err:

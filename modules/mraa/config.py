@@ -92,8 +92,11 @@ MRAA_SCHEMA: dict[str, Any] = {
         "lambda_shift": Float(1, **W),
         "lambda_affine": Float(1, **W),
         "random_scale": Float(0.25, **W),
-        # --- our addition ---
+        # --- our additions ---
         "max_steps_per_epoch": Int(None, **N, nullable=True),
+        "region_predictor_train_mode": Bool(False, doc="true: the frozen region predictor's BatchNorm uses batch "
+                                                       "statistics and updates its running stats, as the published "
+                                                       "train_avd.py (never put in eval mode); false: eval mode"),
     },
     "reconstruction_params": {"num_videos": Int(1000, **N), "format": Str(".mp4")},
     "animate_params": {
