@@ -39,6 +39,12 @@ from utils.media import open_upright_video
 from utils.video import VIDEO_EXTENSIONS, MediaError
 
 KINDS = ("face", "person")
+# What a crop box that would reach outside the video becomes (`--fill`):
+#   inside   - moved inside the frame, and shrunk to the frame's shorter side if it is longer (no invented pixels;
+#              the reference's crop-video.py also clips its box to the frame, there at the cost of the aspect ratio)
+#   constant - kept (centred on the face), the part outside the video black
+#   edge     - kept, the part outside filled by repeating the video's edge rows and columns (before this option)
+FILLS = ("inside", "constant", "edge")
 DEFAULT_INCREASE = {"face": 0.4, "person": 0.1}
 
 
@@ -77,23 +83,26 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def crop_box(tube: np.ndarray, increase: float, height: int, width: int) -> np.ndarray:
+def crop_box(tube: np.ndarray, increase: float, height: int, width: int, fill: str = "inside") -> np.ndarray:
     """The reference's `compute_bbox`: the tube box grown by `increase` per side, aspect made square.
 
-    The square is moved inside the frame where it fits; where it does not, the
-    missing border is filled when cropping (see `utils.crop.crop_resize`).
+    The square is moved inside the frame where it fits. Where it does not, `fill='inside'`
+    shrinks it to the frame's shorter side; the other fills keep its size and the missing
+    border is filled when cropping (see `utils.crop.crop_resize`).
     """
     from utils.crop import square_at
 
+    if fill not in FILLS:
+        raise PrepareError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
     left, top, right, bottom = [float(v) for v in tube]
     w, h = right - left, bottom - top
     side = max((1 + 2 * increase) * w, (1 + 2 * increase) * h)
-    return square_at((left + right) / 2.0, (top + bottom) / 2.0, side, height, width)
+    return square_at((left + right) / 2.0, (top + bottom) / 2.0, side, height, width, shrink=fill == "inside")
 
 
 def find_clips(path: str, kind: str = "face", detect_every: int = 1, iou_with_initial: float = 0.25,
                min_frames: int = 64, max_missed: int = 1, increase: float | None = None,
-               max_side: int = 640, show_progress: bool = False) -> list[Clip]:
+               max_side: int = 640, fill: str = "inside", show_progress: bool = False) -> list[Clip]:
     """Track faces/persons through the video at `path` and return its clips (one decode pass)."""
     from utils.crop import detect_scaled, detector
 
@@ -139,14 +148,17 @@ def find_clips(path: str, kind: str = "face", detect_every: int = 1, iou_with_in
     for track in sorted(finished, key=lambda t: (t.start, t.initial[0])):
         if track.end - track.start + 1 < min_frames:  # from the first to the last frame it was seen in
             continue
-        box = crop_box(track.union, increase, reader.height, reader.width)
+        box = crop_box(track.union, increase, reader.height, reader.width, fill)
         clips.append(Clip(video=path, index=len(clips), start=track.start, end=track.end, box=box))
     return clips
 
 
 def write_clips(path: str, clips: list[Clip], out_dir: str, name: str, image_shape: tuple[int, int],
-                fmt: str = "mp4", show_progress: bool = False) -> list[str]:
-    """Crop and write every clip of one video in one decode pass; returns the written paths."""
+                fmt: str = "mp4", fill: str = "inside", show_progress: bool = False) -> list[str]:
+    """Crop and write every clip of one video in one decode pass; returns the written paths.
+
+    A box reaching outside the video (only with `fill` 'constant' or 'edge') gets black or repeated edge pixels there.
+    """
     from utils.crop import crop_resize
     from utils.media import WriterGroup, open_writer
 
@@ -170,7 +182,8 @@ def write_clips(path: str, clips: list[Clip], out_dir: str, name: str, image_sha
                 if clip.start <= index <= clip.end:
                     if clip.index not in writers:
                         writers[clip.index] = open_writer(target, fps=reader.fps)
-                    writers[clip.index].write(crop_resize(frame, clip.box, image_shape))
+                    writers[clip.index].write(crop_resize(frame, clip.box, image_shape,
+                                                          fill="constant" if fill == "constant" else "edge"))
                 if index == clip.end and clip.index in writers:
                     writer = writers.pop(clip.index)
                     writer.finish()
@@ -216,7 +229,7 @@ def list_inputs(inputs: list[str]) -> list[str]:
 def prepare_dataset(inputs: list[str] | str, output: str, kind: str = "face", image_shape=(256, 256),
                     fmt: str = "mp4", detect_every: int = 1, iou_with_initial: float = 0.25, min_frames: int = 64,
                     max_missed: int = 1, increase: float | None = None, test_ratio: float = 0.2,
-                    test_videos: list[str] | None = None, show_progress: bool = False) -> dict:
+                    test_videos: list[str] | None = None, fill: str = "inside", show_progress: bool = False) -> dict:
     """Find, crop and write the clips of every input video into `output/{train,test}`; return a summary.
 
     Unreadable videos are skipped with a warning; it is an error when no clip at all was found.
@@ -227,6 +240,8 @@ def prepare_dataset(inputs: list[str] | str, output: str, kind: str = "face", im
         raise PrepareError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if detect_every < 1 or min_frames < 1:
         raise PrepareError("detect_every and min_frames must be at least 1")
+    if fill not in FILLS:
+        raise PrepareError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
     check_output(output, image_shape)
     videos = list_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     names = [os.path.splitext(os.path.basename(v))[0] for v in videos]
@@ -248,9 +263,10 @@ def prepare_dataset(inputs: list[str] | str, output: str, kind: str = "face", im
     for video, name, vid in zip(videos, names, ids):
         try:
             clips = find_clips(video, kind=kind, detect_every=detect_every, iou_with_initial=iou_with_initial,
-                               min_frames=min_frames, max_missed=max_missed, increase=increase, show_progress=show_progress)
+                               min_frames=min_frames, max_missed=max_missed, increase=increase, fill=fill,
+                               show_progress=show_progress)
             paths = write_clips(video, clips, os.path.join(output, splits[vid]), name, tuple(image_shape), fmt,
-                                show_progress=show_progress)
+                                fill=fill, show_progress=show_progress)
         except MediaError as err:
             print(f"warning: skipping {video}: {err}", file=sys.stderr)
             skipped.append(video)
@@ -299,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", dest="fmt", default="mp4", choices=("mp4", "png"), help="mp4 files or PNG folders")
     parser.add_argument("--increase", type=float, default=None,
                         help="grow the tracked box by this fraction per side (default 0.4 face, 0.1 person)")
+    parser.add_argument("--fill", default="inside", choices=FILLS,
+                        help="a crop box larger than the video: shrink it to fit (inside, default), keep it and "
+                             "fill the outside black (constant) or with repeated edge pixels (edge)")
     parser.add_argument("--iou_with_initial", type=float, default=0.25,
                         help="end a clip when the box overlaps its first box less than this")
     parser.add_argument("--min_frames", type=int, default=64, help="drop clips shorter than this")
@@ -318,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                                   detect_every=args.detect_every, iou_with_initial=args.iou_with_initial,
                                   min_frames=args.min_frames, max_missed=args.max_missed, increase=args.increase,
                                   test_ratio=args.test_ratio, test_videos=args.test_videos,
-                                  show_progress=not args.quiet)
+                                  fill=args.fill, show_progress=not args.quiet)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

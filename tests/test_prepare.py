@@ -113,3 +113,61 @@ def test_cli_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: no clips found") and len(err.splitlines()) == 1
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_square_box_shrinks_to_fit_only_when_asked():
+    from utils.crop import square_at
+
+    kept = square_at(320, 180, 500, 360, 640)  # taller than the frame: centred on it, outside above and below
+    assert kept[3] - kept[1] == 500 and kept[1] < 0 and kept[3] > 360
+    inside = square_at(600, 100, 500, 360, 640, shrink=True)  # cut to 360 and moved inside
+    assert inside[2] - inside[0] == inside[3] - inside[1] == 360
+    assert inside[0] >= 0 and inside[1] == 0 and inside[2] == 640 and inside[3] == 360
+    assert np.array_equal(square_at(300, 180, 200, 360, 640, shrink=True), square_at(300, 180, 200, 360, 640))
+
+
+def test_crop_resize_fills_outside_with_black_or_edge_pixels():
+    frame = np.full((40, 40, 3), 200, dtype=np.uint8)
+    frame[0] = 90  # the top row, repeated upward by 'edge'
+    box = (0, -40, 40, 40)  # the top half of the box is above the frame
+    edge = crop_resize(frame, box, (40, 40), fill="edge")
+    black = crop_resize(frame, box, (40, 40), fill="constant")
+    assert np.abs(edge[:18].astype(int) - 90).max() <= 2
+    assert black[:18].max() == 0
+    assert np.array_equal(edge[24:36, 4:36], black[24:36, 4:36])  # inside the frame (away from its border) both are the frame
+    with pytest.raises(ValueError, match="fill"):
+        crop_resize(frame, box, (40, 40), fill="mirror")
+
+
+def test_fill_option_keeps_the_box_inside_the_video_by_default(tmp_path):
+    """A face too large for a short video: 'inside' (default) shrinks the box into the frame, no invented pixels;
+    'constant' keeps the box and fills outside black; 'edge' (before the option) repeats the edge rows."""
+    face = open_video(os.path.join(DATA, "single_face.mp4"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    writer = open_writer(str(raw / "tall_face.mp4"), fps=25)
+    for frame in face.get_frames(list(range(12))):
+        writer.write(np.ascontiguousarray(frame[30:330]))  # 640x300: the grown face box is taller than the frame
+    writer.close()
+    boxes, firsts = {}, {}
+    for fill in ("inside", "constant", "edge"):
+        out = tmp_path / fill
+        args = ["--input", str(raw), "--output", str(out), "--image_shape", "64,64", "--min_frames", "8",
+                "--detect_every", "4", "--test_ratio", "0", "--quiet"] + ([] if fill == "inside" else ["--fill", fill])
+        assert main(args) == 0
+        with open(out / "clips.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert len(rows) == 1
+        boxes[fill] = [float(v) for v in rows[0]["box"].split()]
+        firsts[fill] = open_video(str(out / rows[0]["clip"])).get_frames([0])[0].astype(int)
+    x0, y0, x1, y1 = boxes["inside"]
+    assert x0 >= 0 and y0 >= 0 and x1 <= 640 and y1 <= 300 and x1 - x0 == pytest.approx(300)
+    assert boxes["constant"] == boxes["edge"] and boxes["edge"][1] < -5 and boxes["edge"][3] > 305
+    rows_out = int(-boxes["edge"][1] / (boxes["edge"][3] - boxes["edge"][1]) * 64)  # output rows above the video
+    assert rows_out >= 1
+    assert firsts["constant"][:rows_out].max() <= 20  # black (after H.264)
+    assert firsts["edge"][:rows_out].mean() > 40  # the repeated top rows (a door and wall)
+    assert firsts["inside"][:rows_out].mean() > 40  # real pixels
+    with pytest.raises(SystemExit) as stop:  # argparse: not one of the choices
+        main(["--input", str(raw), "--output", str(tmp_path / "bad"), "--fill", "mirror", "--quiet"])
+    assert stop.value.code == 2 and not os.path.exists(tmp_path / "bad")

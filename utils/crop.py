@@ -47,9 +47,15 @@ def square_around(box, scale: float, height: int, width: int) -> np.ndarray:
     return square_at(cx, cy, side, height, width)
 
 
-def square_at(cx: float, cy: float, side: float, height: int, width: int) -> np.ndarray:
-    """A square box of `side` centred at (cx, cy), moved inside the (height, width) frame where it fits."""
+def square_at(cx: float, cy: float, side: float, height: int, width: int, shrink: bool = False) -> np.ndarray:
+    """A square box of `side` centred at (cx, cy), moved inside the (height, width) frame where it fits.
+
+    With `shrink`, a side longer than the frame's shorter side is cut to it, so the box always
+    lies inside the frame; otherwise such a box is centred on the frame and reaches outside it.
+    """
     side = max(side, 8.0)
+    if shrink:
+        side = min(side, float(height), float(width))
     if side <= width:
         cx = min(max(cx, side / 2.0), width - side / 2.0)
     else:
@@ -61,18 +67,21 @@ def square_at(cx: float, cy: float, side: float, height: int, width: int) -> np.
     return np.array([cx - side / 2.0, cy - side / 2.0, cx + side / 2.0, cy + side / 2.0], dtype=np.float64)
 
 
-def crop_resize(frame: np.ndarray, box, size: tuple[int, int]) -> np.ndarray:
+def crop_resize(frame: np.ndarray, box, size: tuple[int, int], fill: str = "edge") -> np.ndarray:
     """Crop `box` out of `frame` (H, W, 3) uint8 and resize it to `size` = (height, width) (bicubic, antialiased).
 
-    Parts of the box outside the frame are filled by repeating the border pixels.
+    Parts of the box outside the frame are filled by repeating the border pixels (`fill='edge'`)
+    or with black (`fill='constant'`).
     """
     from PIL import Image
 
+    if fill not in ("edge", "constant"):
+        raise ValueError(f"fill must be 'edge' or 'constant', got {fill!r}")
     height, width = frame.shape[:2]
     x0, y0, x1, y1 = [float(v) for v in box]
     pad = int(math.ceil(max(0.0, -x0, -y0, x1 - width, y1 - height)))
     if pad > 0:
-        frame = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+        frame = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode=fill)
         x0, y0, x1, y1 = x0 + pad, y0 + pad, x1 + pad, y1 + pad
     image = Image.fromarray(np.ascontiguousarray(frame))
     out = image.resize((int(size[1]), int(size[0])), Image.BICUBIC, box=(x0, y0, x1, y1), reducing_gap=3.0)
@@ -117,8 +126,12 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def image_box(image: np.ndarray, crop: str, max_side: int = 960) -> np.ndarray:
-    """The crop box of a still image for `crop` in CROPS (largest face / most prominent person)."""
+def image_box(image: np.ndarray, crop: str, max_side: int = 960,
+              report: Callable[[str], None] | None = None) -> np.ndarray:
+    """The crop box of a still image for `crop` in CROPS (largest face / most prominent person).
+
+    report: called with one line saying which one is used when several are found.
+    """
     height, width = image.shape[:2]
     if crop == "centre":
         return centre_box(height, width)
@@ -127,6 +140,10 @@ def image_box(image: np.ndarray, crop: str, max_side: int = 960) -> np.ndarray:
     boxes = detect_scaled(image, detector(crop), max_side)
     if not boxes:
         raise CropError(f"no {crop} found in the source image; use --crop centre")
+    if len(boxes) > 1 and report is not None:
+        x0, y0, x1, y1 = (int(round(float(v))) for v in boxes[0])
+        report(f"{len(boxes)} {crop}s found in the source image; animating the largest at x={x0}, y={y0}, "
+               f"w={x1 - x0}, h={y1 - y0} (pixels)")
     return square_around(boxes[0], FACE_SCALE if crop == "face" else PERSON_SCALE, height, width)
 
 
