@@ -241,3 +241,27 @@ def test_weight_recipe_hash_check(io):
         top, rest = key.split(".", 1)
         got = filled[top].state_dict()[rest].flatten()[:8]
         assert torch.equal(got, check["first8_value"]), key
+
+
+def test_published_layout_loads_for_every_mode_and_with_an_empty_bg_predictor(checkpoint, tmp_path):
+    """The animation loader (modules.loading) reads the released layout strictly; a bg_type 'zero' model
+    (mgif256) has an empty bg_predictor entry that round-trips."""
+    import yaml
+
+    from modules.loading import load_models
+
+    for mode in ("standard", "relative", "avd"):
+        loaded = load_models(CONFIG, checkpoint, mode, torch.device("cpu"))
+        assert set(loaded) == {"generator", "region_predictor"} | ({"avd_network"} if mode == "avd" else set())
+        assert not any(m.training for m in loaded.values())
+    with open(CONFIG, encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle)
+    raw["model_params"]["bg_predictor_params"]["bg_type"] = "zero"
+    models = fill_mraa_models(build_models(raw))
+    assert len(models["bg_predictor"].state_dict()) == 0
+    path = save_published_checkpoint(tmp_path / "zero.pth", models, epoch_avd=3)
+    assert torch.load(path, weights_only=True)["bg_predictor"] == {}
+    again = build_models(raw)
+    assert load_checkpoint(path, again)["epoch_avd"] == 3
+    frames = torch.rand(2, 3, 64, 64)
+    assert torch.equal(again["bg_predictor"](frames, frames), torch.eye(3).expand(2, 3, 3))
