@@ -1,5 +1,6 @@
 """MRAA networks against the published code's outputs (tests/fixtures/mraa_tiny_io.pt, recorded from
-snap-research/articulated-animation @ 03f1968 on mraa_tiny.yaml; see tests/fixtures/README for the copy).
+snap-research/articulated-animation @ 03f1968 on mraa_tiny.yaml; copied from the shared reference folder,
+whose README gives the tolerances used here).
 
 Tolerances: the fixture README's suggestions, 1e-5 for region params, heatmaps, motions, masks, flows and
 occlusion, 5e-5 for the deformed sources, `deformed` and `prediction` (its measured spread: <= 1.5e-5).
