@@ -204,3 +204,14 @@ def test_regression_affine_and_shift_only_variants_build_and_run():
     assert "flow_sign" not in out
     grid = out["sparse_motion"][:, :1].expand_as(out["sparse_motion"])  # same params both sides: the identity
     assert torch.allclose(out["sparse_motion"], grid, atol=1e-6)
+
+
+def test_published_keys_kept_only_for_compatibility_are_listed():
+    from modules.mraa.config import MRAA_SCHEMA
+    from utils.config import compat_keys
+
+    keys = compat_keys(MRAA_SCHEMA)
+    for key in ("model_params.region_predictor_params.fast_svd", "train_params.use_sync_bn",
+                "visualizer_params.region_bg_color", "dataset_params.pairs_list"):
+        assert key in keys
+    assert "model_params.revert_axis_swap" not in keys and "train_avd_params.lambda_affine" not in keys
