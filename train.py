@@ -308,6 +308,11 @@ class _Run:
     def resume(self, checkpoint: str) -> None:
         f = self.family
         rest = load_checkpoint(checkpoint, f.models, f.optimizers, map_location=self.device, strict=False)
+        for name in rest.pop("unfit_optimizers", ()):
+            note = (f"{checkpoint}: its '{name}' is another optimizer's state (a published MRAA AVD-stage file "
+                    f"stores the AVD optimizer under it too); '{name}' starts fresh")
+            print(note, file=sys.stderr)
+            self._notes.append(note)
         if hasattr(f, "on_resume"):
             f.on_resume(rest)
         if self.epoch_key in rest:

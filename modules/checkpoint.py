@@ -92,7 +92,10 @@ def load_checkpoint(path: str | os.PathLike, models: Mapping[str, nn.Module],
 
     Every model given must be in the checkpoint, except `avd_network` and `bg_predictor`
     when `strict=False` (the main run's checkpoint has no AVD network yet). Keys and
-    shapes are checked strictly; the error names the first problem.
+    shapes are checked strictly; the error names the first problem. An optimizer state that
+    does not fit its optimizer (the published MRAA AVD stage saved its AVD optimizer under
+    `optimizer_reconstruction` too) is an error, or with `strict=False` left unloaded and
+    named in the result's `unfit_optimizers`.
     """
     path = os.fspath(path)
     data = read_checkpoint(path, map_location)
@@ -104,15 +107,22 @@ def load_checkpoint(path: str | os.PathLike, models: Mapping[str, nn.Module],
         module = unwrap(model)
         _check_state_dict(name, module, data[name], path)
         module.load_state_dict(data[name])
+    unfit = []
     for name, opt in (optimizers or {}).items():
         if name in data and opt is not None:
             try:
                 opt.load_state_dict(data[name])
             except ValueError as err:  # another optimizer's state under this name (published MRAA AVD files)
+                if not strict:
+                    unfit.append(name)
+                    continue
                 raise CheckpointError(f"checkpoint {path}: '{name}' does not fit this run's optimizer "
                                       f"({one_line(err, 160)})") from None
     used = set(models) | set(optimizers or {})
-    return {k: v for k, v in data.items() if k not in used}
+    rest = {k: v for k, v in data.items() if k not in used}
+    if unfit:
+        rest["unfit_optimizers"] = unfit
+    return rest
 
 
 def save_checkpoint(path: str | os.PathLike, models: Mapping[str, nn.Module],

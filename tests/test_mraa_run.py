@@ -152,3 +152,31 @@ def test_run_py_train_then_train_avd_then_reconstruction_and_evaluation(tmp_path
     assert compare_main([log_dir, "--sort", "family"]) == 0
     row = capsys.readouterr().out.splitlines()[2]
     assert "| mraa |" in row and "avd-checkpoint.pth.tar" in row and f"| {summary['l1']:.4f} |" in row
+
+
+def test_fine_tuning_from_a_published_avd_stage_file(tmp_path, dataset, capsys):
+    """The released checkpoints hold the AVD optimizer under `optimizer_reconstruction` too: loading it into the
+    reconstruction optimizer is a one-line error when strict; the trainer starts that optimizer fresh, says so,
+    and trains from the file's weights."""
+    from modules.checkpoint import CheckpointError
+    from modules.mraa.checkpoint import save_published_checkpoint
+    from modules.mraa.training import MRAATraining
+    from modules.mraa.weight_recipe import fill_mraa_models
+    from train import train
+
+    config = load_config(raw_config(dataset))
+    config["train_params"]["num_epochs"] = 1
+    published = fill_mraa_models(build_models(config))
+    path = save_published_checkpoint(tmp_path / "published" / "tiny.pth", published, epoch_avd=29)
+    models = build_models(config)
+    training = MRAATraining(models, config, perceptual=torch.nn.Identity())
+    with pytest.raises(CheckpointError, match="'optimizer_reconstruction' does not fit"):
+        load_checkpoint(path, training.models, training.optimizers)
+    summary = train(config, build_models(config), str(tmp_path / "ft"), checkpoint=str(path))
+    assert summary["epochs_run"] == 1
+    assert "'optimizer_reconstruction' starts fresh" in capsys.readouterr().err
+    data = torch.load(tmp_path / "ft" / "checkpoint.pth.tar", weights_only=True)
+    assert data["epoch_reconstruction"] == 0
+    count = sum(1 for name in NETWORKS for _ in published[name].parameters())
+    assert len(data["optimizer_reconstruction"]["param_groups"][0]["params"]) == count
+    assert "starts fresh" in (tmp_path / "ft" / "log.txt").read_text()
