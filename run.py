@@ -233,11 +233,16 @@ def animation_pairs(names: list[str], num_pairs: int, pairs_list: str | None = N
 
 
 def _animator(config: dict, models: dict, source: torch.Tensor):
-    """The family's engine: FOMM with `animate_params.normalization_params`, TPSMM in relative mode."""
+    """The family's engine: FOMM with `animate_params.normalization_params`, MRAA in `animate_params.mode`
+    (published: avd), TPSMM in relative mode."""
     if config["model_family"] == "fomm":
         from modules.fomm.animation import FOMMAnimator
 
         return FOMMAnimator(models, source, **config["animate_params"]["normalization_params"])
+    if config["model_family"] == "mraa":
+        from modules.mraa.animation import MRAAAnimator
+
+        return MRAAAnimator(models, source, mode=config["animate_params"]["mode"])
     from modules.animation import Animator
 
     return Animator(models, source, mode="relative")
@@ -259,8 +264,10 @@ def animate_test_set(config: dict, config_path: str, checkpoint: str | None, log
     if not checkpoint:
         raise UserError("--mode animate needs --checkpoint")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    names = ("kp_detector", "generator") if config["model_family"] == "fomm" else \
-        ("kp_detector", "dense_motion_network", "inpainting_network")
+    names = {"fomm": ("kp_detector", "generator"),
+             "mraa": ("region_predictor", "generator")
+             + (("avd_network",) if config.get("animate_params", {}).get("mode") == "avd" else ()),
+             }.get(config["model_family"], ("kp_detector", "dense_motion_network", "inpainting_network"))
     built = build_models(config)
     models = {name: built[name] for name in names}
     load_checkpoint(checkpoint, models)

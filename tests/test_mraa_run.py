@@ -137,6 +137,11 @@ def test_run_py_train_then_train_avd_then_reconstruction_and_evaluation(tmp_path
     assert run.main(["--config", str(path), "--checkpoint", str(avd_ckpt), "--device", "cpu"]) == 0
     assert torch.load(run_dir / "avd" / "checkpoint.pth.tar", weights_only=True)["epoch_reconstruction"] == 1
 
+    # the animation protocol (run.py --mode animate) in the config's mode, avd as published
+    assert run.main(["--config", str(path), "--mode", "animate", "--checkpoint", str(avd_ckpt), "--device", "cpu",
+                     "--log_dir", str(tmp_path / "anim")]) == 0
+    assert os.listdir(tmp_path / "anim" / "animation" / "png") == ["carphone#003-carphone#003.png"]
+
     log_dir = str(tmp_path / "eval")
     assert reconstruction_main(["--config", str(path), "--checkpoint", str(avd_ckpt), "--log_dir", log_dir,
                                 "--device", "cpu", "--no_mp4", "--quiet"]) == 0
