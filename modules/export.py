@@ -1,4 +1,5 @@
-"""ONNX export of the TPSMM keypoint detector and generator (dense motion + inpainting, TPSMM Sec. 3.2-3.3).
+"""ONNX export of the TPSMM keypoint detector and generator (dense motion + inpainting, TPSMM Sec. 3.2-3.3),
+and of the MRAA region predictor and generator (`modules/mraa/export.py`).
 
     python -m modules.export --config config/vox-256.yaml --checkpoint checkpoints/vox.pth.tar \\
         --format onnx --out exported/ [--size 256] [--check]
@@ -13,6 +14,10 @@ repository's clips, keypoints from the keypoint detector; `--check-inputs random
 noise and random keypoints), prints the largest difference, PyTorch's own response to 1e-6
 noise on the source (the rounding scale the difference is measured against) and the time per
 frame of each.
+
+An MRAA config (`config/mraa/vox256.yaml`) writes `region_predictor.onnx` (image -> shift, affine,
+covar) and `generator.onnx` (source, driving and source region params -> prediction) instead; see
+`modules/mraa/export.py`. FOMM has no export.
 """
 from __future__ import annotations
 
@@ -82,8 +87,12 @@ def export_onnx(models: dict[str, nn.Module], out_dir: str, size: int = 256, bat
     """
     from modules.family import family_of_models
 
-    if family_of_models(models).name != "tpsmm":
-        raise ExportError("ONNX export covers the TPSMM family (kp_detector + dense motion + inpainting)")
+    family = family_of_models(models).name
+    if family == "mraa":
+        return _export_mraa(models, out_dir, size, batch)
+    if family != "tpsmm":
+        raise ExportError("ONNX export covers the TPSMM family (kp_detector + dense motion + inpainting) and "
+                          "MRAA (region predictor + generator)")
     os.makedirs(out_dir, exist_ok=True)
     kp = KPDetectorExport(models["kp_detector"]).eval()
     gen = GeneratorExport(models["dense_motion_network"], models["inpainting_network"]).eval()
@@ -97,6 +106,20 @@ def export_onnx(models: dict[str, nn.Module], out_dir: str, size: int = 256, bat
         _onnx_export(kp, (image,), paths["kp_detector"], ["image"], ["fg_kp"])
         _onnx_export(gen, (image, kp_d, kp_s), paths["generator"], ["source", "kp_driving", "kp_source"],
                      ["prediction"])
+    return paths
+
+
+def _export_mraa(models: dict[str, nn.Module], out_dir: str, size: int, batch: int) -> dict[str, str]:
+    """region_predictor.onnx and generator.onnx of an MRAA model (`modules/mraa/export.py`)."""
+    from modules.mraa.export import INPUT_NAMES, OUTPUT_NAMES, export_inputs, export_modules, export_symbolics
+
+    os.makedirs(out_dir, exist_ok=True)
+    modules = export_modules(models)
+    inputs = export_inputs(models, size, batch)
+    paths = {name: os.path.join(out_dir, f"{name}.onnx") for name in modules}
+    with torch.no_grad(), export_symbolics():
+        for name, module in modules.items():
+            _onnx_export(module, inputs[name], paths[name], INPUT_NAMES[name], OUTPUT_NAMES[name])
     return paths
 
 
@@ -150,6 +173,10 @@ def check_onnx(models: dict[str, nn.Module], paths: dict[str, str], size: int, b
     if inputs not in CHECK_INPUTS:
         raise ExportError(f"check inputs must be one of {', '.join(CHECK_INPUTS)}, got {inputs!r}")
     g = torch.Generator().manual_seed(seed)
+    from modules.family import family_of_models
+
+    if family_of_models(models).name == "mraa":
+        return _compare(_mraa_check_modules(models, size, batch, inputs, g), paths, repeats, g)
     kp_module = KPDetectorExport(models["kp_detector"]).eval()
     if inputs == "real":
         source, image = real_check_frames(size, batch)
@@ -164,6 +191,33 @@ def check_onnx(models: dict[str, nn.Module], paths: dict[str, str], size: int, b
     modules = {"kp_detector": (kp_module, {"image": image}),
                "generator": (GeneratorExport(models["dense_motion_network"], models["inpainting_network"]).eval(),
                              {"source": source, "kp_driving": kp_d, "kp_source": kp_s})}
+    return _compare(modules, paths, repeats, g)
+
+
+def _mraa_check_modules(models: dict[str, nn.Module], size: int, batch: int, inputs: str,
+                        g: torch.Generator) -> dict[str, tuple[nn.Module, dict]]:
+    """The MRAA graphs' PyTorch modules and inputs: real frames (or uniform noise) and the region
+    predictor's params of the driving and source frames."""
+    from modules.mraa.export import PARAM_KEYS, export_modules
+
+    if inputs == "real":
+        source, image = real_check_frames(size, batch)
+    else:
+        image = torch.rand(batch, 3, size, size, generator=g)
+        source = torch.rand(batch, 3, size, size, generator=g)
+    modules = export_modules(models)
+    with torch.no_grad():
+        driving_params, source_params = models["region_predictor"](image), models["region_predictor"](source)
+    feeds = {"source": source, **{f"driving_{k}": driving_params[k] for k in PARAM_KEYS},
+             **{f"source_{k}": source_params[k] for k in PARAM_KEYS}}
+    return {"region_predictor": (modules["region_predictor"], {"image": image}),
+            "generator": (modules["generator"], feeds)}
+
+
+def _compare(modules: dict[str, tuple[nn.Module, dict]], paths: dict[str, str], repeats: int,
+             g: torch.Generator) -> dict[str, dict[str, float]]:
+    """Each graph under onnxruntime beside its PyTorch module on the same feeds (the first feed is the image
+    that gets the 1e-6 noise); the largest difference over every output."""
     threads = torch.get_num_threads()
     results = {}
     for name, (module, feeds) in modules.items():
@@ -173,14 +227,33 @@ def check_onnx(models: dict[str, nn.Module], paths: dict[str, str], size: int, b
         first = next(iter(feeds))  # the image input: 'image' or 'source'
         noisy[first] = feeds[first] + 1e-6 * torch.randn(feeds[first].shape, generator=g)
         with torch.no_grad():
-            ref = module(*feeds.values())
-            spread = module(*noisy.values())
-            got = torch.from_numpy(session.run(None, np_feeds)[0])
+            ref = _outputs(module(*feeds.values()))
+            spread = _outputs(module(*noisy.values()))
+            got = [torch.from_numpy(x) for x in session.run(None, np_feeds)]
             torch_s = _median_time(lambda: module(*feeds.values()), repeats)
         onnx_s = _median_time(lambda: session.run(None, np_feeds), repeats)
-        results[name] = {"max_abs_diff": float((got - ref).abs().max()),
-                         "torch_spread": float((spread - ref).abs().max()), "torch_s": torch_s, "onnx_s": onnx_s}
+        results[name] = {"max_abs_diff": max(float((a - b).abs().max()) for a, b in zip(got, ref, strict=True)),
+                         "torch_spread": max(float((a - b).abs().max()) for a, b in zip(spread, ref)),
+                         "torch_s": torch_s, "onnx_s": onnx_s}
     return results
+
+
+def _outputs(output) -> tuple[torch.Tensor, ...]:
+    """A module's outputs as a tuple (the region predictor has three)."""
+    return output if isinstance(output, tuple) else (output,)
+
+
+def _fill_seeded(models: dict[str, nn.Module]) -> str:
+    """The family's seeded weights; returns the recipe's file."""
+    from modules.family import family_of_models
+
+    if family_of_models(models).name == "mraa":
+        from modules.mraa.weight_recipe import fill_mraa_models
+        fill_mraa_models(models)
+        return "modules/mraa/weight_recipe.py"
+    from utils.weight_recipe import fill_models
+    fill_models(models)
+    return "utils/weight_recipe.py"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,9 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint:
             load_checkpoint(args.checkpoint, models)
         else:
-            from utils.weight_recipe import fill_models
-            fill_models(models)
-            print("no --checkpoint: exporting seeded weights (utils/weight_recipe.py)", file=sys.stderr)
+            recipe = _fill_seeded(models)
+            print(f"no --checkpoint: exporting seeded weights ({recipe})", file=sys.stderr)
         for m in models.values():
             m.eval()
         frame_shape = config.get("dataset_params", {}).get("frame_shape")
