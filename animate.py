@@ -252,7 +252,8 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
 
     config: YAML path or dict; checkpoint: a checkpoint matching it.
     mode: 'relative' (motion relative to the anchor frame, TPSMM demo default), 'standard'
-      (absolute driving keypoints) or 'avd' (MRAA-style AVD network; needs it in the checkpoint).
+      (absolute driving keypoints) or 'avd' (the AVD network; needs it in the checkpoint). MRAA models:
+      the same modes on region parameters (`modules.mraa.animation`); FOMM: relative and standard.
     crop: 'centre' (largest centred square), 'none' (whole frame, aspect not kept), 'face' or
       'person' (offline detector; the video's box is tracked and smoothed), for source and driving.
     result_video: .mp4/.mov/.mkv/.avi (H.264), .webm (VP9), .gif, or a folder (no extension) of PNGs.
@@ -413,7 +414,8 @@ def _shape(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Animate a photo with a driving video (TPSMM). Output: .mp4 with the driving audio, "
+        description="Animate a photo with a driving video (TPSMM, FOMM or MRAA: the config's family). "
+                    "Output: .mp4 with the driving audio, "
                     ".gif, or a folder of PNG frames.")
     parser.add_argument("--config", required=True, help="model config (YAML), e.g. config/vox-256.yaml")
     parser.add_argument("--checkpoint", required=True, help="checkpoint matching the config")
