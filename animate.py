@@ -97,13 +97,25 @@ def _source(source_image, crop: str, size: tuple[int, int], paste_back: bool, ma
     """The source crop (H, W, 3) at the model's size and, with paste-back, the compositor of predictions
     into the full photo (upright by its EXIF orientation, at most `max_size` on its long side)."""
     from utils.crop import crop_resize, image_box
-    from utils.media import read_photo
+    from utils.media import photo_size, read_photo
+    from utils.resources import check_fits
 
+    height, width = photo_size(os.fspath(source_image))  # from the header: refuse before decoding
+    check_fits(height * width * 3, f"reading the {width}x{height} photo")
     photo = read_photo(os.fspath(source_image))
     if paste_back:
         from utils.paste import fit_max_size
         photo = fit_max_size(photo, max_size)
-    box = image_box(photo, crop)
+    box = image_box(photo, crop, report=lambda line: print(f"note: {line}", file=sys.stderr))
+    if paste_back:
+        from utils.paste import paste_back_bytes
+        check_fits(paste_back_bytes(photo.shape[:2], box),
+                   f"pasting back into the {photo.shape[1]}x{photo.shape[0]} photo (--max_size to shrink it)")
+    if paste_back and crop == "none" and abs(photo.shape[1] / photo.shape[0] * size[0] / size[1] - 1.0) > 0.01:
+        # the whole photo is the crop: the model sees it squeezed to its own shape, and the result is stretched back
+        print(f"warning: --paste_back with --crop none squeezes the whole {photo.shape[1]}x{photo.shape[0]} photo "
+              f"into the model's {size[1]}x{size[0]} input and stretches the result back over it (faces move "
+              f"distorted); --crop face or centre keeps the aspect", file=sys.stderr)
     paste = None
     if paste_back:  # compose(prediction) -> full photo frame
         from utils.paste import FEATHER, PasteBack
@@ -462,13 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so the same clean-up as Ctrl-C runs (the exit code differs)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     from utils.errors import UserError
 
     args = build_parser().parse_args(argv)
 
-    def terminated(signum, frame):  # `kill` / a scheduler's SIGTERM: clean up like Ctrl-C
-        raise KeyboardInterrupt
+    def terminated(signum, frame):  # `kill` / a scheduler's SIGTERM: clean up like Ctrl-C, exit 143
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, terminated) if threading.current_thread() is threading.main_thread() else None
     from utils.live import is_live_source
@@ -497,9 +513,15 @@ def main(argv: list[str] | None = None) -> int:
     except torch.cuda.OutOfMemoryError:
         print("error: out of GPU memory; try a smaller --batch_size or --cpu", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; no output written", file=sys.stderr)
-        return 130
+    except (MemoryError, RuntimeError) as err:  # past the size checks' lower bounds (numpy / torch's CPU allocator)
+        if isinstance(err, RuntimeError) and "can't allocate memory" not in str(err):
+            raise
+        print("error: out of memory; try a smaller --batch_size, --img_shape or --max_size", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:  # 130 = 128 + SIGINT, 143 = 128 + SIGTERM (ARCHITECTURE.md, "Errors and exit codes")
+        stopped = isinstance(err, Terminated)
+        print(f"error: {'terminated (SIGTERM)' if stopped else 'interrupted'}; no output written", file=sys.stderr)
+        return 143 if stopped else 130
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -192,13 +192,19 @@ def reconstruction(config: Mapping[str, Any] | str, models: dict[str, nn.Module]
     for model in models.values():
         model.to(device).eval()
 
+    # every test video opens and has frames (an empty frame folder is an error) before anything is created
+    lengths = {name: len(open_video(path)) for name, path in videos}
+    empty = [name for name, n in lengths.items() if n == 0]
+    if empty:
+        raise MediaError(f"test video {os.path.join(root, 'test', empty[0])} has no frames"
+                         + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""))
+    total = sum(lengths.values())
+
     out_dir = os.path.join(log_dir, OUTPUT_DIR)
     os.makedirs(os.path.join(out_dir, "png"), exist_ok=True)
     if write_mp4:
         os.makedirs(os.path.join(out_dir, "mp4"), exist_ok=True)
     save_config(config, os.path.join(out_dir, "config.yaml"))
-
-    total = sum(len(open_video(path)) for _, path in videos)
     per_video: dict[str, dict[str, Any]] = {}
     all_l1, all_png = [], []
     with tqdm(total=total, unit="frame", desc="reconstruction", disable=not progress, dynamic_ncols=True) as bar:

@@ -57,7 +57,7 @@ from utils import dist as du
 from utils import optim
 from utils.config import save_config
 from utils.errors import UserError
-from utils.io import stale_temporaries
+from utils.io import stale_temporaries_in
 from utils.runlock import RunLock, RunLockedError
 from utils.frame_size import frame_size
 
@@ -332,7 +332,7 @@ class _Run:
         if self.main:
             os.makedirs(self.log_dir, exist_ok=True)
             record_config(self.config, self.log_dir, resumed)
-            for stale in stale_temporaries(self.last_path):  # a checkpoint write cut by kill -9 / power loss
+            for stale in stale_temporaries_in(self.log_dir):  # checkpoint writes cut by kill -9 / power loss
                 os.remove(stale)
                 note = f"removed {stale}, an unfinished checkpoint write of a process that no longer runs"
                 print(note, file=sys.stderr)

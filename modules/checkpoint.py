@@ -44,6 +44,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    not_one = not_a_checkpoint(path)
+    if not_one:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: {not_one}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -51,13 +54,43 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
             raise CheckpointError(_pickled_code_message(path, str(err))) from None
         raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch checkpoint "
                               f"({one_line(err, 200) or type(err).__name__})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
-            IndexError) as err:  # IndexError: the weights-only unpickler on arbitrary bytes
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError,
+            KeyError) as err:  # IndexError, KeyError (an unknown opcode): the weights-only unpickler on arbitrary bytes
+        if "can't allocate memory" in str(err):  # torch's CPU allocator, e.g. under `ulimit -v`: not the file's fault
+            raise CheckpointError(f"cannot read checkpoint {path}: out of memory") from None
         raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch checkpoint "
                               f"({one_line(err, 200) or type(err).__name__})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} is not a dict of state dicts")
     return data
+
+
+def not_a_checkpoint(path: str | os.PathLike) -> str | None:
+    """What the file is when its first bytes say it cannot be a checkpoint (None when they could be).
+
+    torch.save writes a zip archive ('PK') or, in the legacy format, a pickle (protocol 2+: 0x80);
+    anything else (an HTML page saved by a failed download, a text file) is described instead of
+    being fed to the unpickler, whose errors would call it 'pickled Python objects' or a KeyError.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError as err:
+        return f"it cannot be read ({err.strerror or one_line(err)})"
+    if head.startswith((b"PK", b"\x80")):
+        return None
+    if not head:
+        return "the file is empty"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml", b"<body")) or b"<html" in text:
+        return "it is an HTML page (what a failed or refused download saves); download the file again"
+    try:
+        sample = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"unknown content (starts with bytes {head[:8].hex(' ')})"
+    if all(ch.isprintable() or ch in "\t\r\n" for ch in sample):
+        return f"it is a text file (starts {one_line(sample, 40)!r})"
+    return f"unknown content (starts with bytes {head[:8].hex(' ')})"
 
 
 def _pickled_code_message(path: str, error: str) -> str:
@@ -144,13 +177,17 @@ def save_checkpoint(path: str | os.PathLike, models: Mapping[str, nn.Module],
 
 
 def write_checkpoint_file(data: dict, path: str) -> None:
-    """torch.save to `<path>.tmp.<pid>`, renamed over `path` when complete; an OS error (disk full) is one line."""
+    """torch.save to `<path>.tmp.<pid>`, renamed over `path` when complete; a failed write (disk full: an
+    OSError, or a RuntimeError from torch's zip writer) is a one-line CheckpointError."""
     tmp = temporary_path(path)
     try:
         torch.save(data, tmp)
         os.replace(tmp, path)
     except OSError as err:
         raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or one_line(err)}; "
+                              f"the previous checkpoint (if any) is unchanged") from None
+    except RuntimeError as err:  # torch's zip writer reports a full disk as "PytorchStreamWriter failed writing file"
+        raise CheckpointError(f"cannot write checkpoint {path}: {one_line(err, 200)} (is the disk full?); "
                               f"the previous checkpoint (if any) is unchanged") from None
     finally:
         if os.path.exists(tmp):

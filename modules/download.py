@@ -6,7 +6,10 @@
     python -m modules.download --list
 
 A progress bar shows the transfer; an interrupted download leaves `<file>.part` and the
-next run resumes it (HTTP Range). The finished file must load into the networks of its
+next run resumes it (HTTP Range), unless it does not start like a checkpoint (an HTML error
+page, say): then it is removed and the file fetched again. The folder (`--dir`) is created
+only once a server answers, and removed again when a failure leaves it empty, so an offline
+run leaves nothing behind. The finished file must load into the networks of its
 config (keys and shapes, `modules.load_checkpoint`) before it is renamed into place.
 Without network access the command stops with one line naming the URL and where to put
 the file by hand.
@@ -85,6 +88,7 @@ def fetch(url: str, partial: str, progress: bool = True, timeout: float = 30.0) 
             offset = 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
+        os.makedirs(os.path.dirname(os.path.abspath(partial)), exist_ok=True)  # only once the server answers
         with open(partial, "ab" if offset else "wb") as out, \
                 tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                      desc=os.path.basename(partial)[:-len(".part")], disable=not progress, file=sys.stderr) as bar:
@@ -114,6 +118,30 @@ def check_loads(path: str, config: str) -> None:
     load_checkpoint(path, models, strict=False)
 
 
+def _missing_folders(path: str, top: str) -> list[str]:
+    """The folders from `path` up to `top` (inclusive) that do not exist yet, deepest first."""
+    top = os.path.abspath(top)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        if path == top or os.path.dirname(path) == path:
+            break
+        path = os.path.dirname(path)
+    return missing
+
+
+def _drop_foreign_partial(partial: str) -> None:
+    """Remove a `.part` that cannot be the start of a checkpoint (say, an HTML error page saved by an earlier
+    try), so the next transfer starts over instead of appending the checkpoint's tail to it."""
+    from modules.checkpoint import not_a_checkpoint
+
+    if os.path.isfile(partial) and os.path.getsize(partial) > 0:
+        what = not_a_checkpoint(partial)
+        if what is not None:
+            os.remove(partial)
+            print(f"removed {partial}: not the start of a checkpoint ({what}); downloading again", file=sys.stderr)
+
+
 def download(name: str, folder: str = os.path.join(ROOT, "checkpoints"), url: str | None = None,
              config: str | None = None, progress: bool = True, timeout: float = 30.0) -> str:
     """Download the published checkpoint `name` into `folder`, check it against its config; return its path.
@@ -131,17 +159,25 @@ def download(name: str, folder: str = os.path.join(ROOT, "checkpoints"), url: st
     if os.path.exists(target):
         check_loads(target, config)
         return target
-    os.makedirs(folder, exist_ok=True)
     partial = target + ".part"
+    _drop_foreign_partial(partial)
+    # folders fetch creates once a server answers (removed again below if a failure leaves them empty)
+    created = _missing_folders(os.path.dirname(os.path.abspath(target)), folder)
     try:
-        fetch(url, partial, progress=progress, timeout=timeout)
-    except DownloadError as err:
-        raise DownloadError(f"{err}. Offline? Download {url} by hand and put it at {target}") from None
-    try:
-        check_loads(partial, config)
-    except CheckpointError as err:
-        os.remove(partial)  # complete by the server's count, yet not a checkpoint of this config
-        raise DownloadError(f"{url} does not load against {config}: {err}") from None
+        try:
+            fetch(url, partial, progress=progress, timeout=timeout)
+        except DownloadError as err:
+            raise DownloadError(f"{err}. Offline? Download {url} by hand and put it at {target}") from None
+        try:
+            check_loads(partial, config)
+        except CheckpointError as err:
+            os.remove(partial)  # complete by the server's count, yet not a checkpoint of this config
+            raise DownloadError(f"{url} does not load against {config}: {err}") from None
+    except BaseException:
+        for made in created:  # deepest first; one holding a .part to resume from stays
+            if os.path.isdir(made) and not os.listdir(made):
+                os.rmdir(made)
+        raise
     os.replace(partial, target)
     return target
 

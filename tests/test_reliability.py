@@ -474,3 +474,233 @@ def test_metadata_fields_are_data_not_paths(table, words, tmp_path, capsys):
                          "--format", "png", "--image_shape", "64,64", "--quiet"]) == 2
     assert words in one_line_error(capsys)
     assert snapshot(tmp_path) == before and not output.exists()
+
+
+CHECKPOINT_FILE_CASES = [  # what a failed download leaves where a checkpoint should be
+    ("text file", b"hello world\n", "is not a PyTorch checkpoint: it is a text file (starts 'hello world')"),
+    ("HTML page", b"<!DOCTYPE html>\n<html><body>Sign in to continue</body></html>\n",
+     "is not a PyTorch checkpoint: it is an HTML page"),
+]
+
+
+@pytest.mark.parametrize("content,words", [c[1:] for c in CHECKPOINT_FILE_CASES],
+                         ids=[c[0] for c in CHECKPOINT_FILE_CASES])
+def test_a_text_or_html_file_given_as_checkpoint_is_called_what_it_is(content, words, tmp_path, tiny_config_path,
+                                                                       capsys):
+    """Issue 25 items 6 and 8: a text file was `KeyError: 101`; an HTML page was 'pickled Python objects' with
+    advice to pass --trust-this-file."""
+    import animate
+
+    checkpoint = tmp_path / "vox.pth.tar"
+    checkpoint.write_bytes(content)
+    before = snapshot(tmp_path)
+    assert animate.main(["--config", tiny_config_path, "--checkpoint", str(checkpoint), "--source_image", PHOTO,
+                         "--driving_video", CLIP, "--result_video", str(tmp_path / "r.mp4"), "--cpu", "--quiet"]) == 2
+    line = one_line_error(capsys)
+    assert words in line and "pickled" not in line and "--trust-this-file" not in line, line
+    assert snapshot(tmp_path) == before
+
+
+def _checkpoint_server(files: dict[str, bytes]):
+    from test_download import Server  # the loopback server with HTTP Range of tests/test_download.py
+
+    return Server(files)
+
+
+def test_download_of_an_html_page_leaves_nothing_to_resume_from(tmp_path, capsys):
+    """Issue 25 item 6: `modules.download --url` of a page that is not a checkpoint was a traceback and left a
+    `.part` the next run resumed from; a `.part` holding such a page is not resumed."""
+    from modules import download
+
+    fixture = os.path.join(ROOT, "tests", "fixtures", "fomm_tiny.pth.tar")
+    data = open(fixture, "rb").read()
+    page = b"<!DOCTYPE html><html><body>quota exceeded</body></html>"
+    server = _checkpoint_server({"/page": page, "/vox-cpk.pth.tar": data})
+    try:
+        folder = tmp_path / "new"
+        assert download.main(["fomm-vox", "--dir", str(folder), "--url", server.url + "/page", "--quiet"]) == 2
+        assert "is not a PyTorch checkpoint: it is an HTML page" in one_line_error(capsys)
+        assert not folder.exists()  # no .part to resume from, and not even the folder
+        folder.mkdir()
+        (folder / "vox-cpk.pth.tar.part").write_bytes(page)  # what an older version left behind
+        path = download.download("fomm-vox", str(folder), url=server.url + "/vox-cpk.pth.tar",
+                                 config=os.path.join(ROOT, "tests", "fixtures", "fomm_tiny.yaml"), progress=False)
+        assert open(path, "rb").read() == data and os.listdir(folder) == ["vox-cpk.pth.tar"]
+        assert "not the start of a checkpoint (it is an HTML page" in capsys.readouterr().err
+    finally:
+        server.close()
+
+
+def test_offline_download_creates_no_folder(tmp_path, capsys):
+    """Issue 25 item 7: an offline `modules.download all --dir NEW` left an empty NEW."""
+    import socket
+
+    from modules import download
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    folder = tmp_path / "new" / "checkpoints"
+    assert download.main(["vox", "--dir", str(folder), "--url", f"http://127.0.0.1:{port}/vox.pth.tar", "--quiet"]) == 2
+    assert "cannot download" in one_line_error(capsys)
+    assert os.listdir(tmp_path) == []
+
+
+def test_disk_full_in_torch_zip_writer_is_one_line(tmp_path, capsys, monkeypatch):
+    """Issue 25 item 6: torch's zip writer reports a full disk as RuntimeError, which was a traceback."""
+    assert _train(tmp_path, tiny_config(tmp_path, "one.yaml", num_epochs=1)) == 0
+    (run_dir,) = (tmp_path / "log").iterdir()
+    checkpoint = run_dir / "checkpoint.pth.tar"
+    previous = checkpoint.read_bytes()
+
+    def full(obj, f, *args, **kwargs):  # what torch.save raises when the filesystem fills up mid-archive
+        with open(f, "wb") as handle:
+            handle.write(b"PK partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/12: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    capsys.readouterr()
+    assert _train(tmp_path, tiny_config(tmp_path, "two.yaml", num_epochs=2), "--checkpoint", str(checkpoint)) == 2
+    line = one_line_error(capsys)
+    assert f"cannot write checkpoint {checkpoint}: " in line and "PytorchStreamWriter failed writing file" in line
+    assert checkpoint.read_bytes() == previous and not [f for f in os.listdir(run_dir) if ".tmp." in f]
+
+
+_UNDER_ULIMIT = (  # animate.py with RLIMIT_AS set to what it uses once torch is loaded plus `headroom` bytes
+    "import os, resource, sys\n"
+    f"sys.path.insert(0, {ROOT!r})\n"
+    "import animate\n"
+    "used = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:'))\n"
+    "resource.setrlimit(resource.RLIMIT_AS, (used + int(sys.argv[1]), resource.RLIM_INFINITY))\n"
+    "sys.exit(animate.main(sys.argv[2:]))\n")
+ULIMIT_CASES = [
+    ("large --img_shape", [], ["--img_shape", "2048,2048"], "animating at 2048x2048 needs at least"),
+    ("huge photo, --max_size 0", ["photo"], ["--paste_back", "--max_size", "0"],
+     "pasting back into the 4000x4000 photo (--max_size to shrink it) needs at least"),
+]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("make,extra,words", [c[1:] for c in ULIMIT_CASES], ids=[c[0] for c in ULIMIT_CASES])
+def test_address_space_limit_is_a_one_line_refusal(make, extra, words, tmp_path, tiny_config_path, tiny_checkpoint):
+    """Issue 25 item 6: under `ulimit -v` the memory check read the machine's free memory, not what the
+    process may still map, and the run died with MemoryError / can't allocate memory."""
+    from PIL import Image
+
+    photo = PHOTO
+    if make:
+        photo = str(tmp_path / "huge.png")
+        Image.new("RGB", (4000, 4000), (120, 100, 90)).save(photo)
+    before = snapshot(tmp_path)
+    done = subprocess.run([sys.executable, "-c", _UNDER_ULIMIT, str(512 << 20), "--config", tiny_config_path,
+                           "--checkpoint", tiny_checkpoint, "--source_image", photo, "--driving_video", CLIP,
+                           "--result_video", str(tmp_path / "r.mp4"), "--cpu", "--quiet", *extra],
+                          capture_output=True, text=True, timeout=300)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert words in err[-1] and "left under this process's address-space limit (ulimit -v)" in err[-1], err[-1]
+    assert snapshot(tmp_path) == before
+
+
+def test_stale_temporaries_of_every_checkpoint_are_removed_on_resume(tmp_path, capsys):
+    """Issue 25 item 7: a kill -9 during an epoch checkpoint left `NNNNNNNN-checkpoint.pth.tar.tmp.PID` for
+    ever (the clean-up looked only at the checkpoint being written)."""
+    assert _train(tmp_path, tiny_config(tmp_path, "one.yaml", num_epochs=1)) == 0
+    (run_dir,) = (tmp_path / "log").iterdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = run_dir / f"00000000-checkpoint.pth.tar.tmp.{dead.pid}"
+    stale.write_bytes(b"x" * 100000)
+    live = run_dir / f"00000007-checkpoint.pth.tar.tmp.{os.getppid()}"  # a live process's: not ours to remove
+    live.write_bytes(b"y")
+    capsys.readouterr()
+    assert _train(tmp_path, tiny_config(tmp_path, "two.yaml", num_epochs=2),
+                  "--checkpoint", str(run_dir / "checkpoint.pth.tar")) == 0
+    assert not stale.exists() and live.exists()
+    assert f"removed {stale}" in capsys.readouterr().err
+
+
+def test_partial_outputs_of_dead_runs_are_swept_from_the_output_folder(tmp_path, tiny_config_path, tiny_checkpoint,
+                                                                      capsys):
+    """Issue 25 item 7: `.<name>.partial-PID.mp4` of an animate.py killed with kill -9 stayed until a later
+    run wrote to that same name."""
+    import animate
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale_video = tmp_path / f".other.partial-{dead.pid}.mp4"
+    stale_video.write_bytes(b"x" * 1000)
+    stale_frames = tmp_path / f".frames.partial-{dead.pid}"
+    stale_frames.mkdir()
+    (stale_frames / "000000.png").write_bytes(b"x")
+    live = tmp_path / f".other.partial-{os.getppid()}.mp4"
+    live.write_bytes(b"y")
+    assert animate.main(["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image", PHOTO,
+                         "--driving_video", CLIP, "--result_video", str(tmp_path / "r.mp4"), "--cpu",
+                         "--quiet"]) == 0
+    assert not stale_video.exists() and not stale_frames.exists() and live.exists()
+    assert "removed 2 unfinished output(s) of interrupted runs" in capsys.readouterr().err
+
+
+def test_reconstruction_of_an_empty_frame_folder_creates_nothing(tmp_path, tiny_config_path, capsys):
+    """Issue 25 item 7: an empty test frame folder left reconstruction/{png,mp4,config.yaml} behind."""
+    import reconstruction
+
+    (tmp_path / "data" / "test" / "empty").mkdir(parents=True)
+    (tmp_path / "data" / "train").mkdir()
+    before = snapshot(tmp_path)
+    assert reconstruction.main(["--config", tiny_config_path, "--log_dir", str(tmp_path / "log"), "--dataset_root",
+                                str(tmp_path / "data"), "--device", "cpu", "--quiet"]) == 2
+    assert "no frames" in one_line_error(capsys)
+    assert snapshot(tmp_path) == before and not (tmp_path / "log").exists()
+
+
+def test_sigterm_exits_143_and_leaves_no_output(tmp_path, tiny_config_path, tiny_checkpoint, capsys, monkeypatch):
+    """Issue 25 item 8: animate.py exited 130 on SIGTERM; 143 (128 + 15) is what ARCHITECTURE.md documents."""
+    import animate
+
+    animate_frames = animate._animate_frames
+
+    def killed(*args, **kwargs):  # the scheduler's SIGTERM arrives while frames are animated
+        os.kill(os.getpid(), signal.SIGTERM)
+        return animate_frames(*args, **kwargs)
+
+    monkeypatch.setattr(animate, "_animate_frames", killed)
+    assert animate.main(["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image", PHOTO,
+                         "--driving_video", CLIP, "--result_video", str(tmp_path / "r.mp4"), "--cpu",
+                         "--quiet"]) == 143
+    assert "terminated (SIGTERM); no output written" in one_line_error(capsys)
+    assert os.listdir(tmp_path) == []
+
+
+def test_two_faces_say_which_one_is_animated(tmp_path, tiny_config_path, tiny_checkpoint, capsys, monkeypatch):
+    """Issue 25 item 8: with two faces in the photo nothing said which one was animated."""
+    import animate
+    from utils import crop
+
+    def two_faces(kind):  # the detector finds two faces (largest first) in every frame
+        return lambda frame: [np.array([16.0, 12.0, 48.0, 52.0]), np.array([2.0, 2.0, 12.0, 12.0])]
+
+    monkeypatch.setattr(crop, "detector", two_faces)
+    assert animate.main(["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image", PHOTO,
+                         "--driving_video", CLIP, "--result_video", str(tmp_path / "r.mp4"), "--crop", "face",
+                         "--cpu", "--quiet"]) == 0
+    assert ("note: 2 faces found in the source image; animating the largest at x=16, y=12, w=32, h=40 (pixels)"
+            in capsys.readouterr().err)
+
+
+def test_paste_back_without_crop_warns_about_the_stretch(tmp_path, tiny_config_path, tiny_checkpoint, capsys):
+    """Issue 25 item 8: `--paste_back --crop none` stretched the model's square over a wide photo without a word."""
+    import animate
+    from PIL import Image
+
+    wide = tmp_path / "wide.png"
+    Image.open(PHOTO).convert("RGB").resize((96, 64)).save(wide)
+    args = ["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--driving_video", CLIP, "--crop", "none",
+            "--paste_back", "--cpu", "--quiet"]
+    assert animate.main(args + ["--source_image", str(wide), "--result_video", str(tmp_path / "r.mp4")]) == 0
+    assert ("warning: --paste_back with --crop none squeezes the whole 96x64 photo into the model's 64x64 input"
+            in capsys.readouterr().err)
+    assert animate.main(args + ["--source_image", PHOTO, "--result_video", str(tmp_path / "s.mp4")]) == 0
+    assert "squeezes" not in capsys.readouterr().err  # a photo of the model's shape is not stretched

@@ -66,6 +66,23 @@ def stale_temporaries(path: str | os.PathLike) -> list[str]:
     return sorted(out)
 
 
+def stale_temporaries_in(folder: str | os.PathLike) -> list[str]:
+    """Every temporary `<name>.tmp.<pid>` directly in `folder` whose process is gone: the writes of any file
+    there cut by kill -9 or power loss (a run folder's numbered checkpoints too, not only the one being written)."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return []
+    out = []
+    for name in os.listdir(folder):
+        stem, dot, suffix = name.rpartition(".")
+        if not (dot and stem.endswith(".tmp") and suffix.isdigit()):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and int(suffix) != os.getpid() and not pid_alive(int(suffix)):
+            out.append(path)
+    return sorted(out)
+
+
 def check_writable(path: str | os.PathLike, what: str = "output") -> None:
     """Raise `UserError` unless `path` can be created (or replaced): every existing ancestor is a writable
     folder and `path` itself is not a folder blocking a file (or the reverse). Creates nothing."""

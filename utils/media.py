@@ -115,6 +115,18 @@ def exif_orientation(path: str) -> int:
         return 1
 
 
+def photo_size(path: str) -> tuple[int, int]:
+    """(height, width) of a photo from its header, without decoding it; (0, 0) when the header cannot be read
+    (`read_photo` then says why)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return int(image.height), int(image.width)
+    except Exception:  # not an image PIL knows, or not a file: read_photo gives the one-line error
+        return 0, 0
+
+
 def read_photo(path: str) -> np.ndarray:
     """`utils.video.read_image` (H, W, 3) uint8, turned upright by the EXIF orientation (phone photos)."""
     from PIL import Image
@@ -185,30 +197,36 @@ def _fps_arg(fps: float) -> str:
 
 
 def _partial_path(path: str, is_dir: bool = False) -> str:
-    """`.<stem>.partial-<pid><ext>` beside the output; stale ones (their process gone) are removed first."""
+    """`.<stem>.partial-<pid><ext>` beside the output; stale ones in its folder (their process gone: any
+    output's, not only this one's) are removed first."""
     folder, name = os.path.split(os.path.abspath(path.rstrip("/" + os.sep)))
     stem, ext = os.path.splitext(name)
-    remove_stale_partials(folder, stem)
+    remove_stale_partials(folder)
     return os.path.join(folder, f".{stem}.partial-{os.getpid()}" + ("" if is_dir else ext))
 
 
-def remove_stale_partials(folder: str, stem: str) -> list[str]:
-    """Remove the partial outputs `.<stem>.partial-<pid>*` of processes that no longer run (say so once)."""
-    import glob
+def remove_stale_partials(folder: str, stem: str | None = None) -> list[str]:
+    """Remove the partial outputs `.<stem>.partial-<pid>[.ext]` (every stem when None) of processes that no
+    longer run, e.g. an animate.py killed with kill -9 while writing another output (say so once)."""
     import re
     import sys
 
     from utils.io import pid_alive
 
+    pattern = re.compile(rf"\.{re.escape(stem) if stem is not None else '.+'}\.partial-(\d+)(\.[A-Za-z0-9]+)?")
     removed = []
-    for partial in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(stem)}.partial-*")):
-        found = re.match(rf"\.{re.escape(stem)}\.partial-(\d+)", os.path.basename(partial))
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    for partial in (os.path.join(folder, n) for n in sorted(names)):
+        found = pattern.fullmatch(os.path.basename(partial))
         if not found or int(found.group(1)) == os.getpid() or pid_alive(int(found.group(1))):
             continue
         if os.path.isdir(partial):
             shutil.rmtree(partial, ignore_errors=True)
         else:
-            os.remove(partial)
+            try:
+                os.remove(partial)
+            except FileNotFoundError:  # another run swept it first
+                continue
         removed.append(partial)
     if removed:
         print(f"removed {len(removed)} unfinished output(s) of interrupted runs: {', '.join(removed)}", file=sys.stderr)

@@ -126,6 +126,15 @@ def fit_max_size(image: np.ndarray, max_size: int | None) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS, reducing_gap=3.0), dtype=np.uint8)
 
 
+def paste_back_bytes(photo_shape: tuple[int, int], box) -> int:
+    """Lower bound of `PasteBack`'s memory: the full result frame (uint8) and, over the photo window the box
+    covers, the blend mask and the float32 photo region, warped prediction and blend of one frame."""
+    height, width = int(photo_shape[0]), int(photo_shape[1])
+    x0, y0, x1, y1 = [float(v) for v in box]
+    window = max(0.0, min(x1, width) - max(x0, 0.0)) * max(0.0, min(y1, height) - max(y0, 0.0))
+    return int(height * width * 3 + window * (4 + 3 * 3 * 4))
+
+
 class PasteBack:
     """`compose(prediction)` -> the full photo with the animated crop blended in (a stream: one frame at a time).
 

@@ -17,7 +17,45 @@ class ResourceError(UserError):
 
 
 def available_bytes(device: str = "cpu") -> int | None:
-    """Free memory of `device` ('cpu', 'cuda', 'cuda:N'), or None when it cannot be read."""
+    """Memory this process can still get on `device` ('cpu', 'cuda', 'cuda:N'), or None when it cannot be read.
+
+    On the CPU, the smaller of the machine's available memory and what is left under the process's
+    address-space limit (`ulimit -v`, RLIMIT_AS), which fails allocations long before the machine is full.
+    """
+    return memory_left(device)[0]
+
+
+def memory_left(device: str = "cpu") -> tuple[int | None, str]:
+    """(bytes, what bounds them) for `available_bytes`: 'free on <device>' or the address-space limit."""
+    free = _free_bytes(device)
+    if str(device).startswith("cuda"):
+        return free, f"free on {device}"
+    left = address_space_left()
+    if left is not None and (free is None or left < free):
+        return left, "left under this process's address-space limit (ulimit -v)"
+    return free, f"free on {device}"
+
+
+def address_space_left() -> int | None:
+    """Bytes of virtual address space left under RLIMIT_AS (its soft limit minus this process's VmSize), or
+    None without a limit (or where it cannot be read)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            used = next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmSize:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return max(0, int(soft) - used)
+
+
+def _free_bytes(device: str) -> int | None:
     if str(device).startswith("cuda"):
         import torch
 
@@ -42,10 +80,10 @@ def gib(n: float) -> str:
 
 def check_fits(needed: int, what: str, device: str = "cpu", limit: int | None = None) -> None:
     """Raise `ResourceError` when `needed` bytes (a lower bound) exceed the free memory of `device` (or `limit`)."""
-    free = available_bytes(device) if limit is None else limit
+    free, where = memory_left(device) if limit is None else (limit, f"free on {device}")
     if free is not None and needed > free:
-        raise ResourceError(f"{what} needs at least {gib(needed)} of memory, more than the {gib(free)} free "
-                            f"on {device}; use a smaller size")
+        raise ResourceError(f"{what} needs at least {gib(needed)} of memory, more than the {gib(free)} {where}; "
+                            f"use a smaller size")
 
 
 def animation_bytes(height: int, width: int, channels: int, batch: int = 1) -> int:

@@ -65,6 +65,8 @@ def read_image(path: str) -> np.ndarray:
         raise MediaError(f"expected an image file, got a folder: {path}")
     try:
         frame = iio.imread(path, index=0)
+    except MemoryError:  # a photo too large for this process, not a corrupt one (animate.py says so in one line)
+        raise
     except Exception:  # imageio raises many types for bad files
         raise MediaError(f"not a readable image (unknown or corrupt image format): {path}") from None
     return to_rgb(frame)
