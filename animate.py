@@ -29,6 +29,7 @@ from modules.fomm.animation import normalize_kp  # noqa: F401  (FOMM clients imp
 from modules.loading import OPTIONAL_MODELS, AnimateError, cached_models, load_models, resolve_device  # noqa: F401
 from utils.frames import to_tensor, to_uint8
 from utils.io import check_writable
+from utils.precision import CHOICES as PRECISION_CHOICES
 
 
 def animator_class(config: dict) -> type:
@@ -44,6 +45,20 @@ def _side_by_side(source: np.ndarray, driving: np.ndarray, result: np.ndarray) -
 
 # ----------------------------------------------------------------------------- the steps of run_animation
 
+def _precision(precision: str, device: torch.device, cfg: dict):
+    """`utils.precision.resolve_precision` for the family's engine on `device` ('auto' decided there); an
+    explicit precision the device only emulates runs, after a one-line warning on stderr."""
+    from utils.precision import resolve_precision
+
+    try:
+        choice = resolve_precision(precision, device, family_of(cfg).precisions)
+    except ValueError as err:
+        raise AnimateError(str(err)) from None
+    if choice.warning:
+        print(f"warning: {choice.warning}", file=sys.stderr)
+    return choice
+
+
 def _check_arguments(mode: str, crop: str, precision: str, batch_size: int, result_video, side_by_side,
                      source_image, driving_video) -> tuple[str, int, str, str | None]:
     """One-line AnimateErrors for bad options; returns (crop, batch_size, result_video, side_by_side path)."""
@@ -55,8 +70,8 @@ def _check_arguments(mode: str, crop: str, precision: str, batch_size: int, resu
     crop = "centre" if crop == "center" else crop
     if crop not in CROPS:
         raise AnimateError(f"crop must be one of {', '.join(CROPS)}, got {crop!r}")
-    if precision not in PRECISIONS:
-        raise AnimateError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in PRECISION_CHOICES:
+        raise AnimateError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
     if int(batch_size) < 1:
         raise AnimateError(f"batch_size must be at least 1, got {batch_size}")
     result_video = os.fspath(result_video)
@@ -273,7 +288,9 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
       (animating forwards and backwards from it, as the reference demo); best_frame: give it.
     audio: keep the driving video's audio track (video outputs only).
     side_by_side: a path writes source | driving | result there too; True makes result_video side by side.
-    precision: 'fp32', 'bf16' or 'fp16'; progress: callable(done_frames, total_frames).
+    precision: 'fp32' (exact: the reference demo's output within 1/255), 'bf16', 'fp16' or 'auto' (bf16
+      where the device runs it natively, fp16 on older CUDA devices, else fp32: `utils.precision`);
+      an explicit one the device only emulates warns on stderr. progress: callable(done_frames, total_frames).
     img_shape: (H, W) to animate at; default the config's frame_shape.
     paste_back: every result frame is the whole photo (long side at most `max_size`; None or 0 for
       no limit) with the animated crop blended back in (`utils.paste.PasteBack`); colour_match fits
@@ -319,7 +336,8 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
 
     anchor_index = _anchor_index(source, driving_frames, total, best_frame, find_best_frame, show_progress)
     anchor = crop_resize(reader.get_frames([anchor_index])[0], boxes[anchor_index], size)
-    animator = animator_class(cfg)(models, to_tensor([source], dev), mode=mode, precision=precision,
+    chosen = _precision(precision, dev, cfg)
+    animator = animator_class(cfg)(models, to_tensor([source], dev), mode=mode, precision=chosen.name,
                                    anchor=to_tensor([anchor], dev))
 
     audio_from = os.fspath(driving_video) if audio and has_audio(os.fspath(driving_video)) else None
@@ -337,7 +355,7 @@ def run_animation(config, checkpoint, source_image, driving_video, result_video,
         "device": str(dev), "seconds": time.time() - start,
         "frames_per_second": done / elapsed if elapsed > 0 else float("inf"),
         "paste_back": paste is not None, "result_size": list(paste.shape) if paste is not None else list(size),
-        "frames_read": done, "source_error": None,
+        "frames_read": done, "source_error": None, "precision": chosen.name, "precision_why": chosen.why,
     }
 
 
@@ -392,7 +410,8 @@ def _run_stream(config, checkpoint, source_image, driving: str, result_video: st
             yield crop_resize(frame, box, size)  # H x W x 3 at the model's size
 
     try:
-        animator = animator_class(cfg)(models, to_tensor([source], dev), mode=mode, precision=precision)
+        chosen = _precision(precision, dev, cfg)
+        animator = animator_class(cfg)(models, to_tensor([source], dev), mode=mode, precision=chosen.name)
         writers = _open_writers(result_video, sbs_path, reader.fps, None, None)
         animate_start = time.time()
         done = _write_all(animator, driving_frames(), source, dev, batch_size, writers, sbs_in_result, None,
@@ -409,6 +428,7 @@ def _run_stream(config, checkpoint, source_image, driving: str, result_video: st
         "frames_per_second": done / elapsed if elapsed > 0 else float("inf"),
         "paste_back": paste is not None, "result_size": list(paste.shape) if paste is not None else list(size),
         "frames_read": counts.get("read", done), "source_error": counts.get("error"),
+        "precision": chosen.name, "precision_why": chosen.why,
     }
 
 
@@ -457,8 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --paste_back: match the animated crop's colours to the photo around it")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (same as --device cpu)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: CUDA if available)")
-    parser.add_argument("--precision", default=None, choices=tuple(PRECISIONS),
-                        help="compute precision (default fp32; with --live: bf16 on capable CPUs, fp16 on CUDA)")
+    parser.add_argument("--precision", default=None, choices=PRECISION_CHOICES,
+                        help="compute precision: auto = bf16 where the device runs it natively (CPUs with AVX-512 "
+                             "BF16 or AMX, CUDA 8.0+), fp16 on older CUDA, else fp32 (default fp32, exact; with "
+                             "--live: auto); an emulated bf16/fp16 runs with a warning")
     parser.add_argument("--batch_size", type=int, default=8, help="driving frames per batch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     live = parser.add_argument_group("live animation (docs/web.md, \"Live animation\")")
@@ -526,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     extra = [f"{info['num_frames']} frames", f"{info['fps']:.2f} fps",
-             f"{info['frames_per_second']:.1f} frames/s on {info['device']}"]
+             f"{info['frames_per_second']:.1f} frames/s on {info['device']}",
+             f"{info['precision']} ({info['precision_why']})"]
     if info["anchor_frame"]:
         extra.append(f"anchor frame {info['anchor_frame']}")
     if info["audio"]:

@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 import gradio as gr
 
 import animate as animate_cli  # the command line's code path: run_animation, MODES, resolve_device
+from utils.precision import CHOICES as PRECISION_CHOICES, resolve_precision
 from utils.crop import CROPS
 from utils.errors import UserError as InputError  # the framework's user-facing errors (UserError here is gradio's)
 from web.live import LiveSessions, live_tab
@@ -286,7 +287,7 @@ def _bind_upload_checks(checker: "UploadChecker", source: Any, driving: Any, sta
 
 
 def _animate_handler(models: dict, checker: "UploadChecker", run: Callable[..., dict], work_dir: str,
-                     running: set[str], device: str) -> Callable[..., tuple]:
+                     running: set[str], device: str, precision: str = "auto") -> Callable[..., tuple]:
     """The Animate button's handler: checks the request, runs one animation job, returns (result, both, status)."""
 
     def animate(source_payload: Any, driving_payload: Any, model_name: str, mode: str, crop: str,
@@ -322,7 +323,7 @@ def _animate_handler(models: dict, checker: "UploadChecker", run: Callable[..., 
             paste = wants_paste_back(paste_back, source, choice.config)
             info = run(choice.config, choice.checkpoint, source, driving, result, mode=mode, crop=crop,
                        find_best_frame=bool(find_best), audio=True, side_by_side=both, device=device,
-                       progress=report, paste_back=paste, colour_match=bool(colour_match))
+                       progress=report, paste_back=paste, colour_match=bool(colour_match), precision=precision)
         except gr.Error:  # UserError included
             raise
         except Exception as err:  # known user errors carry one-line messages; others are logged in full
@@ -364,7 +365,8 @@ def _status(info: dict, seconds: float, model: str, mode: str, crop: str, source
 def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None,
                examples: Sequence[Sequence[str]] | None = None, max_file_size: int | None = int(100e6),
                device: str = "cpu", work_dir: str | None = None,
-               animate_fn: Callable[..., dict] | None = None, live_sessions: int = 2) -> gr.Blocks:
+               animate_fn: Callable[..., dict] | None = None, live_sessions: int = 2,
+               precision: str = "auto") -> gr.Blocks:
     """The page as a gr.Blocks (not launched; see `launch`).
 
     models: {name: ModelChoice or (config, checkpoint)}; None scans checkpoints/ (see `find_models`).
@@ -372,6 +374,8 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
     max_file_size: bytes per upload (also pass it to `launch`); None for no limit.
     animate_fn: `animate.run_animation` unless given (tests may wrap it).
     live_sessions: live (webcam) sessions at a time, in the "Live (webcam)" tab (web/live.py).
+    precision: of both tabs' engines: 'auto' (bf16 where the device runs it natively, fp16 on older CUDA,
+    else fp32: `utils.precision`) or fp32 / bf16 / fp16.
     """
     if models is None:
         models = find_models()
@@ -383,7 +387,7 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
     run = animate_fn or animate_cli.run_animation
     running: set[str] = set()  # job folders in use (never cleaned up while running)
 
-    animate = _animate_handler(models, checker, run, work_dir, running, device)
+    animate = _animate_handler(models, checker, run, work_dir, running, device, precision)
 
     labels = [(m.label, name) for name, m in models.items()]
     default = default_model(models)
@@ -430,7 +434,7 @@ def create_app(models: Mapping[str, ModelChoice | tuple[Any, str]] | None = None
         button.click(animate, inputs=[source, driving, model, mode, crop, find_best, side_by_side, paste, colour],
                      outputs=[result, both, status], preprocess=False, concurrency_id="animate",
                      show_progress_on=[result])
-        live = LiveSessions(models, default, device=device, max_sessions=live_sessions)
+        live = LiveSessions(models, default, device=device, max_sessions=live_sessions, precision=precision)
         live_tab(live)
     demo.tpsmm_work_dir = work_dir  # for clean-up by the caller
     demo.tpsmm_live = live  # its routes are mounted by `launch`
@@ -502,6 +506,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1, help="animations run at the same time")
     parser.add_argument("--queue_size", type=int, default=16, help="requests that may wait in the queue")
     parser.add_argument("--live_sessions", type=int, default=2, help="live (webcam) sessions at a time")
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                        help="compute precision of both tabs: auto (default) = bf16 where the device runs it "
+                             "natively (CPUs with AVX-512 BF16 or AMX, CUDA 8.0+), fp16 on older CUDA, else fp32")
     args = parser.parse_args(argv)
     try:
         models = find_models(args.checkpoints_dir, args.config_dir)
@@ -509,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.concurrency < 1 or args.queue_size < 1 or args.live_sessions < 1:
             raise InputError("--concurrency, --queue_size and --live_sessions must be at least 1")
         device = str(animate_cli.resolve_device(args.device))
+        chosen = resolve_precision(args.precision, device)
         for spec in args.model:  # named on the command line: checked before the page starts
             choice = parse_model_spec(spec)
             check_model(choice, device)
@@ -519,8 +527,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not models:
         print(f"note: no model found in {args.checkpoints_dir}/ (run `make demo`, or see the README); "
               "the page starts and says so", file=sys.stderr)
-    demo = create_app(models=models, max_file_size=max_file_size, device=device, live_sessions=args.live_sessions)
-    print(f"models: {', '.join(models) or 'none'}; device: {device}; "
+    if chosen.warning:
+        print(f"warning: {chosen.warning}", file=sys.stderr)
+    demo = create_app(models=models, max_file_size=max_file_size, device=device, live_sessions=args.live_sessions,
+                      precision=chosen.name)
+    print(f"models: {', '.join(models) or 'none'}; device: {device}; {chosen.line()}; "
           f"upload limit: {_mb(max_file_size) if max_file_size else 'none'}", flush=True)
     try:
         launch(demo, host=args.host, port=args.port, max_file_size=max_file_size,

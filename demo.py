@@ -29,13 +29,13 @@ not by the reference's loop.
         [--mode relative|standard|avd] [--find_best_frame] [--cpu]
     python demo.py --config config/fomm/vox-256.yaml --checkpoint vox-cpk.pth.tar \\
         --source_image s.jpg --driving_video d.mp4 [--relative] [--adapt_scale] [--audio] [--best_frame N]
-    python demo.py --config config/mraa/vox256.yaml --checkpoint vox256.pth \
+    python demo.py --config config/mraa/vox256.yaml --checkpoint vox256.pth \\
         --source_image s.jpg --driving_video d.mp4 [--mode avd|relative|standard] [--img_shape 256,256] [--cpu]
 
 The reference's defaults hold here (whole frames resized, no crop; no audio unless `--audio`;
 FOMM absolute motion unless `--relative`; MRAA mode avd, refused with a one-line error when the
-checkpoint has no avd_network instead of animating with an untrained one); `animate.py` is the framework's own
-command with its own defaults. `make demo` runs `demo_train.py`.
+checkpoint has no avd_network instead of animating with an untrained one); `animate.py` is the
+framework's own command with its own defaults. `make demo` runs `demo_train.py`.
 """
 from __future__ import annotations
 
@@ -195,8 +195,12 @@ def make_animation(source_image: np.ndarray, driving_video: Sequence[np.ndarray]
                    device: str | torch.device | bool | None = None, mode: str = "relative", *,
                    generator: nn.Module | None = None, relative: bool = True, adapt_movement_scale: bool = True,
                    cpu: bool = False, region_predictor: nn.Module | None = None,
-                   animation_mode: str | None = None) -> list[np.ndarray]:
+                   animation_mode: str | None = None, precision: str = "fp32") -> list[np.ndarray]:
     """Animate `source_image` (H x W x 3, [0, 1]) with `driving_video` (frames like it) -> list of float32 frames.
+
+    precision (keyword, every family; not in the reference): 'fp32' (default: the reference's output),
+    'auto' (bf16 where the networks' device runs it natively, fp16 on older CUDA, else fp32:
+    `utils.precision`), 'bf16' or 'fp16'.
 
     TPSMM: `make_animation(source_image, driving_video, inpainting_network, kp_detector,
     dense_motion_network, avd_network, device, mode='relative')`; mode 'relative'
@@ -215,7 +219,7 @@ def make_animation(source_image: np.ndarray, driving_video: Sequence[np.ndarray]
     if region_predictor is not None or _is_region_predictor(kp_detector):
         return _make_mraa(source_image, driving_video, generator if generator is not None else inpainting_network,
                           region_predictor if region_predictor is not None else kp_detector,
-                          dense_motion_network, avd_network, animation_mode, device)
+                          dense_motion_network, avd_network, animation_mode, device, precision)
     if generator is not None or _is_fomm_generator(inpainting_network):
         if generator is None:
             generator = inpainting_network
@@ -225,7 +229,7 @@ def make_animation(source_image: np.ndarray, driving_video: Sequence[np.ndarray]
             if isinstance(avd_network, bool):
                 adapt_movement_scale = avd_network
         return _make_fomm(source_image, driving_video, unwrap(generator), unwrap(kp_detector), relative,
-                          adapt_movement_scale)
+                          adapt_movement_scale, precision)
     if inpainting_network is None or kp_detector is None or dense_motion_network is None:
         raise TypeError("make_animation needs inpainting_network, kp_detector and dense_motion_network (TPSMM) "
                         "or generator and kp_detector (FOMM)")
@@ -237,7 +241,7 @@ def make_animation(source_image: np.ndarray, driving_video: Sequence[np.ndarray]
     if isinstance(avd_network, nn.Module):
         models["avd_network"] = unwrap(avd_network)
     source = _frames_tensor([source_image], dev)  # 1 x 3 x H x W
-    animator = Animator(models, source, mode=mode)  # the first driving frame is the relative anchor
+    animator = Animator(models, source, mode=mode, precision=precision)  # the first driving frame: relative anchor
     return _run(animator, driving_video, dev)
 
 
@@ -249,7 +253,8 @@ def _is_region_predictor(module) -> bool:
 
 
 def _make_mraa(source_image, driving_video, generator: nn.Module | None, region_predictor: nn.Module,
-               avd_network, mode_slot, animation_mode: str | None, cpu_slot) -> list[np.ndarray]:
+               avd_network, mode_slot, animation_mode: str | None, cpu_slot,
+               precision: str = "fp32") -> list[np.ndarray]:
     """MRAA's make_animation. The published positional order (generator, region_predictor, avd_network,
     animation_mode, cpu) lands in the TPSMM slots: the mode may come in `mode_slot` (a str), `cpu` in
     `cpu_slot` (a bool, unused: the networks' device decides)."""
@@ -269,12 +274,15 @@ def _make_mraa(source_image, driving_video, generator: nn.Module | None, region_
         models["avd_network"] = unwrap(avd)
     dev = _device_of(region_predictor)
     source = _frames_tensor([source_image], dev)  # 1 x 3 x H x W
-    animator = MRAAAnimator(models, source, mode=animation_mode)  # the first driving frame is the relative anchor
+    from modules.animation import engine_precision
+
+    precision = engine_precision(precision, "MRAA", dev)[0]  # 'auto' decided on the networks' device
+    animator = MRAAAnimator(models, source, mode=animation_mode, precision=precision)  # relative anchor: frame 0
     return _run(animator, driving_video, dev)
 
 
 def _make_fomm(source_image, driving_video, generator: nn.Module, kp_detector: nn.Module, relative: bool,
-               adapt_movement_scale: bool) -> list[np.ndarray]:
+               adapt_movement_scale: bool, precision: str = "fp32") -> list[np.ndarray]:
     from modules.fomm.animation import FOMMAnimator
 
     if kp_detector is None:
@@ -283,7 +291,7 @@ def _make_fomm(source_image, driving_video, generator: nn.Module, kp_detector: n
     source = _frames_tensor([source_image], dev)
     animator = FOMMAnimator({"kp_detector": kp_detector, "generator": generator}, source,
                             use_relative_movement=bool(relative), use_relative_jacobian=bool(relative),
-                            adapt_movement_scale=bool(adapt_movement_scale))
+                            adapt_movement_scale=bool(adapt_movement_scale), precision=precision)
     return _run(animator, driving_video, dev)
 
 
@@ -337,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="(FOMM) relative keypoint displacement (inherit object proportions from the video)")
     parser.add_argument("--adapt_scale", dest="adapt_scale", action="store_true",
                         help="(FOMM) adapt movement scale based on convex hull of keypoints")
+    parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="fp32 (default: the reference's output), auto (bf16 where the device runs it natively, "
+                             "fp16 on older CUDA, else fp32), bf16 or fp16")
     parser.add_argument("--audio", dest="audio", action="store_true",
                         help="copy the driving video's audio track to the result")
     return parser
@@ -419,6 +430,12 @@ def animate_from_args(args: argparse.Namespace) -> str:
     else:
         networks = load_checkpoints(args.config, args.checkpoint, device=device)
         options = dict(device=device, mode=args.mode)
+    if args.precision != "fp32":
+        from utils.precision import resolve_precision
+
+        chosen = resolve_precision(args.precision, device)
+        print(f"warning: {chosen.warning}" if chosen.warning else chosen.line(), file=sys.stderr)
+        options["precision"] = chosen.name
     start = None
     if args.find_best_frame or args.best_frame is not None:
         start = args.best_frame if args.best_frame is not None else find_best_frame(source, driving, cpu=args.cpu)

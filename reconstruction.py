@@ -41,6 +41,7 @@ from modules.family import load_config
 from utils.config import save_config
 from utils.errors import UserError
 from utils.io import write_text
+from utils.precision import CHOICES as PRECISION_CHOICES
 from utils.frame_size import frame_size
 from utils.video import MediaError, open_video
 
@@ -115,7 +116,7 @@ def write_l1_tables(out_dir: str, summary: Mapping[str, Any]) -> None:
 
 def reconstruct_video(models: Mapping[str, nn.Module], path: str, size: tuple[int, int], png_dir: str,
                       mp4_path: Optional[str], device: str | torch.device = "cpu", batch_size: int = 16,
-                      progress=None) -> dict[str, Any]:
+                      progress=None, precision: str = "fp32") -> dict[str, Any]:
     """Reconstruct one video from its first frame; write its PNGs (and mp4); return its per-frame L1s."""
     from utils.media import FFmpegWriter, PngFolderWriter, WriterGroup
 
@@ -135,7 +136,7 @@ def reconstruct_video(models: Mapping[str, nn.Module], path: str, size: tuple[in
                 break
             driving = resize_frames(np.stack(batch), size).to(device)  # T x 3 x H x W
             if reconstructor is None:
-                reconstructor = Reconstructor(models, driving[:1])
+                reconstructor = Reconstructor(models, driving[:1], precision=precision)
                 source_u8 = to_uint8(driving[:1])[0]
             prediction = reconstructor(driving).float().clamp(0, 1)  # T x 3 x H x W
             pred_u8 = to_uint8(prediction)  # T x H x W x 3
@@ -162,8 +163,11 @@ def reconstruct_video(models: Mapping[str, nn.Module], path: str, size: tuple[in
 def reconstruction(config: Mapping[str, Any] | str, models: dict[str, nn.Module], checkpoint: Optional[str],
                    log_dir: str, dataset_root: Optional[str] = None, device: str | torch.device = "cpu",
                    batch_size: Optional[int] = None, max_videos: Optional[int] = None, write_mp4: bool = True,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, precision: str = "fp32") -> dict[str, Any]:
     """Reconstruct every test video of the dataset (sorted `<root>/test/` entries) and report L1.
+
+    precision: fp32 by default (the L1 is the measurement); 'auto' (`utils.precision`), bf16 or fp16 for a
+    quicker look, the choice printed, an emulated one with a one-line warning.
 
     config: resolved config dict or YAML path; models: `modules.build_models(config)`
     (weights from `checkpoint`, or left as they are when it is None); dataset_root
@@ -191,6 +195,16 @@ def reconstruction(config: Mapping[str, Any] | str, models: dict[str, nn.Module]
         print("warning: no checkpoint given, reconstructing with the models' current (random) weights", file=sys.stderr)
     for model in models.values():
         model.to(device).eval()
+    if precision != "fp32":
+        from modules.family import family_of
+        from utils.precision import resolve_precision
+
+        try:
+            chosen = resolve_precision(precision, torch.device(device), family_of(config).precisions)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        print(f"warning: {chosen.warning}" if chosen.warning else f"reconstruction: {chosen.line()}", file=sys.stderr)
+        precision = chosen.name
 
     # every test video opens and has frames (an empty frame folder is an error) before anything is created
     lengths = {name: len(open_video(path)) for name, path in videos}
@@ -212,7 +226,7 @@ def reconstruction(config: Mapping[str, Any] | str, models: dict[str, nn.Module]
             bar.set_postfix_str(name[-40:])
             res = reconstruct_video(models, path, size, png_dir=os.path.join(out_dir, "png", name),
                                     mp4_path=os.path.join(out_dir, "mp4", f"{name}.mp4") if write_mp4 else None,
-                                    device=device, batch_size=batch_size, progress=bar)
+                                    device=device, batch_size=batch_size, progress=bar, precision=precision)
             all_l1 += res.pop("l1_per_frame")
             all_png += res.pop("l1_png_per_frame")
             per_video[name] = {"frames": res["frames"], "l1": res["l1"], "l1_png": res["l1_png"],
@@ -260,6 +274,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--evaluate", action="store_true",
                         help="then compute AKD/MKR/AED on the outputs (see python -m evaluation)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES,
+                        help="fp32 (default: the L1 is the measurement), auto (bf16 where the device runs it "
+                             "natively, fp16 on older CUDA, else fp32), bf16 or fp16")
     args = parser.parse_args(argv)
     try:
         from modules import build_models
@@ -268,7 +285,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         models = build_models(config)
         reconstruction(args.config, models, args.checkpoint, args.log_dir, dataset_root=args.dataset_root,
                        device=args.device, batch_size=args.batch_size, max_videos=args.max_videos,
-                       write_mp4=not args.no_mp4, progress=not args.quiet)
+                       write_mp4=not args.no_mp4, progress=not args.quiet, precision=args.precision)
         if args.evaluate:
             from evaluation.cli import main as evaluate_main
             return evaluate_main(["--log_dir", args.log_dir, "--config", args.config]

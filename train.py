@@ -135,6 +135,23 @@ def make_autocast(precision: str, device: torch.device):
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def train_precision(precision: str, device: torch.device, notes: list[str] | None = None) -> str:
+    """`train_params.precision` on `device`: 'auto' is decided by `utils.precision.resolve_precision` (bf16 where
+    the device runs it natively, fp16 on older CUDA devices, else fp32). With `notes` (rank 0) the choice of
+    'auto' is printed and logged, and an explicit bf16/fp16 that the device only emulates warns in one line."""
+    from utils.precision import resolve_precision
+
+    try:
+        choice = resolve_precision(precision, device)
+    except ValueError as err:
+        raise UserError(f"train_params.precision: {err}") from None
+    if notes is not None and (precision == "auto" or choice.warning):
+        line = f"warning: train_params.{choice.warning}" if choice.warning else f"train_params.{choice.line()}"
+        print(line, file=sys.stderr)
+        notes.append(line)
+    return choice.name
+
+
 class RunLogger:
     """Rank-0 logging: plain-text log, TensorBoard scalars and image grids. No-ops on other ranks."""
 
@@ -300,8 +317,9 @@ class _Run:
         self.logger: RunLogger | None = None  # opened by `open_outputs`, once every input has been checked
         self.lock: RunLock | None = None  # rank 0's lock of the run folder, taken by `open_outputs`
         self._notes: list[str] = []
-        self.scaler = make_grad_scaler(lp["precision"], device)
-        self.step_fn = TrainStep(family, make_autocast(lp["precision"], device), self.scaler)
+        self.precision = train_precision(lp["precision"], device, self._notes if self.main else None)
+        self.scaler = make_grad_scaler(self.precision, device)
+        self.step_fn = TrainStep(family, make_autocast(self.precision, device), self.scaler)
         self.last_path = os.path.join(log_dir, f"{self.prefix}checkpoint.pth.tar")
         self.start_epoch, self.resume_step = 0, 0
 

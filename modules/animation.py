@@ -84,13 +84,24 @@ def _check_frames(name: str, x: torch.Tensor, batch_one: bool) -> None:
         raise ValueError(f"{name} must have batch size 1, got {x.shape[0]}")
 
 
-def check_precision(precision: str, family: str, supported: Iterable[str] = tuple(PRECISIONS)) -> torch.dtype:
-    """The compute dtype of `precision`; a ValueError naming the precision and the family otherwise."""
+def engine_precision(precision: str, family: str, device: torch.device | str,
+                     supported: Iterable[str] = tuple(PRECISIONS)) -> tuple[str, torch.dtype]:
+    """(name, dtype) an engine on `device` computes in: 'auto' is decided by `utils.precision.resolve_precision`
+    (bf16 where native, fp16 on older CUDA, else fp32); a ValueError naming the precision and the family otherwise."""
+    from utils.precision import resolve_precision
+
     supported = tuple(supported)
-    if precision not in supported:
-        raise ValueError(f"precision must be one of {', '.join(supported)} for the {family} family, "
+    if precision not in supported and precision != "auto":
+        raise ValueError(f"precision must be one of auto, {', '.join(supported)} for the {family} family, "
                          f"got {precision!r}")
-    return PRECISIONS[precision]
+    name = resolve_precision(precision, device, supported).name
+    return name, PRECISIONS[name]
+
+
+def check_precision(precision: str, family: str, supported: Iterable[str] = tuple(PRECISIONS),
+                    device: torch.device | str = "cpu") -> torch.dtype:
+    """The compute dtype of `precision` on `device` ('auto' resolved there; see `engine_precision`)."""
+    return engine_precision(precision, family, device, supported)[1]
 
 
 # ----------------------------------------------------------------------------- prepared conv networks
@@ -330,7 +341,8 @@ class Animator:
     anchor (1, 3, H, W): the relative-mode reference frame; default: the first driving frame seen.
     background: use `models['bg_predictor']` for the background motion (the TPSMM
     reconstruction protocol: source = the video's first frame, mode 'standard').
-    precision: 'fp32' (exact), 'bf16' or 'fp16' for the convolutions (see module doc).
+    precision: 'fp32' (exact), 'bf16' or 'fp16' for the convolutions (see module doc), or 'auto' (what the
+    source's device runs natively, `utils.precision.resolve_precision`); `self.precision` is the one chosen.
     decoder_batch: frames per inpainting-decoder call. The keypoint detector and the dense
     motion network (weight-bound at their small maps) take the whole batch; the decoder's
     large maps stay in cache one frame at a time on a CPU (measured faster there). None:
@@ -355,8 +367,7 @@ class Animator:
             raise ValueError("background=True needs a bg_predictor in the models")
         _check_frames("source", source, batch_one=True)
         self.mode = mode
-        self.precision = precision
-        self.dtype = check_precision(precision, "TPSMM")
+        self.precision, self.dtype = engine_precision(precision, "TPSMM", source.device)  # 'auto' -> fp32/bf16/fp16
         if channels_last is None:
             channels_last = self.dtype != torch.float32
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -452,15 +463,20 @@ def make_animation(source: torch.Tensor, driving: torch.Tensor, models: dict[str
 
     Same semantics as the reference demo (first driving frame is the relative anchor,
     no background predictor). Runs on the device of `source`; models must be there too.
-    precision: 'fp32' (exact), 'bf16' or 'fp16' convolutions; anchor: the relative-mode reference
+    precision: 'fp32' (exact), 'bf16' or 'fp16' convolutions, or 'auto' (bf16 where the device runs it
+    natively, fp16 on older CUDA devices, else fp32); anchor: the relative-mode reference
     frame (default the first driving frame).
     """
     from modules.family import family_of_models
 
     _check_frames("driving", driving, batch_one=False)
+    _check_frames("source", source, batch_one=True)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    engine = family_of_models(models).animator_class()  # the family's animator (TPSMM: Animator)
+    family = family_of_models(models)
+    engine = family.animator_class()  # the family's animator (TPSMM: Animator)
+    if precision == "auto":  # decided here for every family's engine, on the source's device
+        precision = engine_precision(precision, family.name, source.device, family.precisions)[0]
     animator = engine(models, source, mode=mode, precision=precision, anchor=anchor)
     return torch.cat([animator(driving[i:i + batch_size]) for i in range(0, driving.shape[0], batch_size)], dim=0)
 

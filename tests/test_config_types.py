@@ -65,7 +65,7 @@ REFUSED = [
     ("train_params", "num_epochs", "-3", "must be >= 1, got -3"),
     ("train_params", "num_epochs", "0", "must be >= 1, got 0"),
     ("model_params.common_params", "bg", '"yes"', "must be true or false, got 'yes'"),
-    ("train_params", "precision", "fp64", "must be one of fp32, bf16, fp16, got 'fp64'"),
+    ("train_params", "precision", "fp64", "must be one of fp32, bf16, fp16, auto, got 'fp64'"),
     ("dataset_params", "frame_shape", "[64, 64]", "must have 3 items"),
     ("train_params", "scales", "[1, -0.5]", "'train_params.scales[1]' must be > 0.0"),
     ("train_params", "batch_size", "{a: 1}", "must be an integer, got {'a': 1}"),

@@ -12,7 +12,8 @@ Two front ends on one frame path (`FrameAnimator`: crop the camera frame, animat
 
 Real time: frames pass through a `utils.live.LatestFrameQueue` of one frame, so stale
 camera frames are dropped instead of queueing up; the family's engine (`modules.animation.Animator`,
-`FOMMAnimator`, `MRAAAnimator`) runs in bf16 on CPUs with AVX-512 BF16 / AMX and in fp16 on CUDA (`auto_precision`).
+`FOMMAnimator`, `MRAAAnimator`) runs in the precision `utils.precision.resolve_precision` picks ('auto': bf16 on CPUs with AVX-512 BF16 /
+AMX and CUDA 8.0+, fp16 on older CUDA, else fp32).
 The first frame of a session (or the first after "reset") is the relative-mode anchor.
 """
 from __future__ import annotations
@@ -40,18 +41,19 @@ HEADER = struct.Struct("<d")  # client timestamp (ms), echoed in front of each r
 REPLACED, TOO_MANY, FAILED = 4000, 4001, 4002  # WebSocket close codes
 
 
-def auto_precision(device: Any) -> str:
-    """'fp16' on CUDA, 'bf16' on CPUs with AVX-512 BF16 or AMX, else 'fp32'."""
-    kind = str(device).split(":")[0]
-    if kind == "cuda":
-        return "fp16"
-    if kind != "cpu":
-        return "fp32"
+def live_precision(precision: str | None, device: Any) -> str:
+    """`precision` (None: 'auto') decided for `device`; an emulated explicit bf16/fp16 warns on stderr (one line)."""
+    import sys
+
+    from utils.precision import resolve_precision
+
     try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return "fp32"
-    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+        choice = resolve_precision(precision or "auto", device)
+    except ValueError as err:
+        raise LiveError(str(err)) from None
+    if choice.warning:
+        print(f"warning: {choice.warning}", file=sys.stderr)
+    return choice.name
 
 
 def load_live_model(config: Any, checkpoint: str, mode: str, device: Any,
@@ -150,7 +152,7 @@ def animate_live(config: Any, checkpoint: str, source_image: str, driving: str, 
     from utils.media import read_photo
 
     dev = resolve_device(device)
-    precision = precision or auto_precision(dev)
+    precision = live_precision(precision, dev)
     models, size = load_live_model(config, checkpoint, mode, dev, img_shape)
     photo = read_photo(os.fspath(source_image))
     frames = FrameAnimator(models, photo, size, mode=mode, crop=crop, precision=precision, device=dev)
@@ -208,7 +210,7 @@ class LiveSessions:
     """The live tab's server side: one session per client, at most `max_sessions`, none left after a close.
 
     models: {name: object with .config and .checkpoint} (app.ModelChoice); default: the model the page
-    uses unless it asks for another. device: where the engines run; precision None: `auto_precision`.
+    uses unless it asks for another. device: where the engines run; precision None: 'auto' (`live_precision`).
     """
 
     def __init__(self, models: Mapping[str, Any], default: str | None, device: str = "cpu",
@@ -217,7 +219,7 @@ class LiveSessions:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
         self.models, self.default, self.device, self.mode = dict(models), default, device, mode
         self.max_sessions = max_sessions
-        self.precision = precision or auto_precision(device)
+        self.precision = live_precision(precision, device)
         self.sessions: dict[str, LiveSession] = {}
         self.lock = threading.Lock()
         self.started = 0

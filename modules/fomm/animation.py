@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modules.animation import _check_frames, check_precision, hull_area, prepared
+from modules.animation import _check_frames, engine_precision, hull_area, prepared
 
 # mode -> (use_relative_movement, use_relative_jacobian, adapt_movement_scale)
 FOMM_MODES: dict[str, tuple[bool, bool, bool]] = {
@@ -107,8 +107,7 @@ class FOMMAnimator:
         if background:
             raise ValueError("background=True: the FOMM family has no background predictor")
         _check_frames("source", source, batch_one=True)
-        self.dtype = check_precision(precision, "FOMM")
-        self.precision = precision
+        self.precision, self.dtype = engine_precision(precision, "FOMM", source.device)  # 'auto' -> fp32/bf16/fp16
         if channels_last is None:
             channels_last = self.dtype != torch.float32
         opts = dict(dtype=self.dtype, channels_last=channels_last, fold_upsampling=fold_upsampling)
