@@ -17,7 +17,9 @@ the file by hand.
 URLs: TPSMM, the authors' Tsinghua Cloud files (the links of the reference README's
 "Pre-trained models" folder, as used by its Colab notebook); FOMM, the release files of
 `graphemecluster/first-order-model-demo`, the Colab demo the FOMM README links (the FOMM
-README's own Google Drive / Yandex folders need a browser). `--url` downloads from a mirror.
+README's own Google Drive / Yandex folders need a browser); MRAA, the git-LFS files of
+snap-research/articulated-animation at commit 451f7da (its README's Google Drive folder needs a
+browser; that GitHub still serves the LFS objects is unconfirmed). `--url` downloads from a mirror.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class Published:
 
 _TSINGHUA = "https://cloud.tsinghua.edu.cn/f/{}/?dl=1"
 _FOMM = "https://github.com/graphemecluster/first-order-model-demo/releases/download/checkpoints/{}"
+_MRAA = "https://github.com/snap-research/articulated-animation/raw/451f7dae807cb9bda35af35581216d348caecc21/checkpoints/{}"
 
 PUBLISHED: dict[str, Published] = {
     "vox": Published("vox.pth.tar", "config/vox-256.yaml", _TSINGHUA.format("da8d61d012014b12a9e4")),
@@ -49,6 +52,9 @@ PUBLISHED: dict[str, Published] = {
     "mgif": Published("mgif.pth.tar", "config/mgif-256.yaml", _TSINGHUA.format("cd411b334a2e49cdb1e2")),
     **{f"fomm-{name}": Published(f"{name}-cpk.pth.tar", f"config/fomm/{name}-256.yaml", _FOMM.format(f"{name}-cpk.pth.tar"))
        for name in ("vox", "vox-adv", "taichi", "taichi-adv", "mgif", "fashion", "nemo", "bair")},
+    **{f"mraa-{key}": Published(f"mraa/{name}.pth", f"config/mraa/{name}.yaml", _MRAA.format(f"{name}.pth"))
+       for key, name in (("vox", "vox256"), ("taichi", "taichi256"), ("ted", "ted384"),
+                         ("ted-youtube", "ted-youtube384"), ("mgif", "mgif256"))},
 }
 
 
