@@ -23,7 +23,7 @@ downloaded: the source videos `<video_id>.mp4` (or .mkv/.webm...) must already b
 
 Metadata files come from other people, so every field is data, never a path: `video_id` (each
 '#' part) and `person_id` must be ids (`NAME_FIELD`: letters, digits, '_', '-', '.', not
-starting with '.'), the numbers numbers and the partition train or test, and every file name
+starting with '.'), start/end/fps/size numbers and the partition train or test, and every file name
 built from them is checked to stay inside `source_dir` / `output`. A row that fails (also a
 row with too few or too many fields, or a file that is not UTF-8) is a one-line error naming
 the file and line, before anything is written.

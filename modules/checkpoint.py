@@ -75,8 +75,8 @@ def not_a_checkpoint(path: str | os.PathLike) -> str | None:
     try:
         with open(path, "rb") as handle:
             head = handle.read(512)
-    except OSError as err:
-        return f"it cannot be read ({err.strerror or one_line(err)})"
+    except OSError:  # unreadable is not "not a checkpoint": torch.load's error says why
+        return None
     if head.startswith((b"PK", b"\x80")):
         return None
     if not head:
