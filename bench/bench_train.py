@@ -1,11 +1,12 @@
-"""Training speed: one TPSMM optimisation step (all four losses) at batch 1 and 4, with and without
-channels-last and bf16 autocast, plus the data loader's share.
+"""Training speed: one optimisation step of a family's training class (TPSMM by default, all four losses;
+`--config config/mraa/vox256.yaml` for MRAA, `config/fomm/vox-256.yaml` for FOMM) at batch 1 and 4, with and
+without channels-last and bf16 autocast, plus the data loader's share.
 
     .venv/bin/python bench/bench_train.py [--config config/vox-256.yaml] [--batches 1,4] [--steps 2]
 
 Each variant trains a fresh copy of the same (seeded) networks through the trainer's own
-code path (`train.TrainStep` over `TPSMMTraining.stages`, the autocast factory of train.py) on real 256 px frame pairs, at an epoch where every
-loss and the background predictor are active. The perceptual network is VGG-19 with
+code path (`train.TrainStep` over the family's `stages`, the autocast factory of train.py) on real 256 px
+frame pairs, at an epoch where every loss (TPSMM: and the background predictor) is active. The perceptual network is VGG-19 with
 seeded weights (`random_vgg19`: the published FLOPs, no download). Prints ms per step,
 samples/s, FLOPs per step (forward + backward, torch.utils.flop_counter), the fraction
 of the measured matmul peak, peak memory, and the time a training loop of the fastest
@@ -35,7 +36,7 @@ VARIANTS = {  # name: (channels_last, autocast precision)
 
 def make_family(config: dict, models: dict, channels_last: bool):
     from modules.perceptual import build_perceptual
-    from modules.tpsmm_training import TPSMMTraining
+    from train import training_class
 
     models = copy.deepcopy(models)
     for m in models.values():
@@ -43,7 +44,7 @@ def make_family(config: dict, models: dict, channels_last: bool):
         if channels_last:
             m.to(memory_format=torch.channels_last)
     perceptual = build_perceptual("random_vgg19", None, seed=0)
-    family = TPSMMTraining(models, config, perceptual)
+    family = training_class(config["model_family"])(models, config, perceptual)
     for m in family.ddp_modules.values():
         m.train()
         if channels_last:
@@ -120,7 +121,7 @@ def main() -> None:
 
     config = load_config(args.config)
     tp = config["train_params"]
-    epoch = int(tp["bg_start"])  # background predictor on, TPS dropout on: every loss active
+    epoch = int(tp.get("bg_start", 0))  # TPSMM: background predictor on, TPS dropout on: every loss active
     size = args.size or int(config["dataset_params"]["frame_shape"][0])
     info = common.machine_info(args.threads)
     peak32 = common.matmul_peak(torch.float32)
