@@ -6,8 +6,10 @@ Steps (outputs under demo_out/, log/demo/ and checkpoints/demo.pth.tar):
    reconstructs every held-out clip of data/demo128 from its first frame; per clip, its L1
    beside the L1 of simply repeating that first frame (the baseline a motion model has to beat)
    and how well the face landmarks' motion follows the driving clip (Pearson r, MediaPipe);
-2. it animates data/demo128/source.png (a face it never saw) with a held-out clip: an mp4 and
-   a side-by-side image;
+2. it animates data/demo128/source.png (a face it never saw) with a held-out clip: an mp4, a
+   side-by-side image, the same face animated and pasted back into the whole photo it comes from
+   (skimage's astronaut, 512x512), and how well that face's landmarks follow the driving clip's
+   (Pearson r of landmark motion: cross-identity motion, what a user sees);
 3. config/demo.yaml (64 px, 8 epochs) is trained from scratch on data/demo in minutes, to show
    that training works; its held-out table (with motion r) is printed beside the pretrained model's
    (without a pretrained model, the short run animates data/demo/source.png);
@@ -32,7 +34,16 @@ SHIPPED_CONFIG = os.path.join(ROOT, "config", "demo128.yaml")
 SHIPPED = os.path.join(ROOT, "checkpoints", "demo128.pth.tar")
 SHIPPED_LOG = os.path.join(ROOT, "data", "demo128", "training_log.txt")  # the long run's log.txt
 SHIPPED_DRIVING = os.path.join(ROOT, "data", "demo128", "test", "wolfganglanger-heldout#000.mp4")
-SHIPPED_SOURCE = os.path.join(ROOT, "data", "demo128", "source.png")
+SHIPPED_SOURCE = os.path.join(ROOT, "data", "demo128", "source.png")  # a crop of skimage's astronaut
+
+
+def write_full_photo(path: str) -> str:
+    """The whole photo data/demo128/source.png was cropped from (skimage.data.astronaut, public domain, 512x512)."""
+    import imageio.v3 as iio
+    from skimage import data as skdata
+
+    iio.imwrite(path, skdata.astronaut())
+    return path
 
 
 def repeat_source_l1(root: str, size: tuple[int, int]) -> dict[str, float]:
@@ -102,6 +113,9 @@ def held_out_report(config: dict, checkpoint: str, out_dir: str, motion: bool) -
     return rows
 
 
+PRETRAINED_TITLE = "pretrained model, 128 px ({shipped}); motion r: landmark motion vs the driving clip"
+
+
 def print_report(title: str, rows: dict[str, dict]) -> None:
     """The held-out table: clip, model L1, repeat-the-source L1, their ratio, and motion r when measured."""
     motion = any("pearson" in r for r in rows.values())
@@ -124,9 +138,13 @@ def _load(config_path: str, epochs: int | None = None, steps: int | None = None)
     return config
 
 
-def shipped_model(out_dir: str, shipped: str = SHIPPED) -> tuple[dict, str] | None:
-    """[1/4] and [2/4]: the shipped model's held-out table and an animation of a face it never saw."""
+def shipped_model(out_dir: str, shipped: str = SHIPPED) -> tuple[dict, dict] | None:
+    """[1/4] and [2/4]: the shipped model's held-out table (printed at once), then a face it never saw animated.
+
+    Returns (held-out rows, {'pearson': the unseen face's landmark motion r against the driving clip, ...}).
+    """
     from animate import run_animation
+    from evaluation.motion import motion_correlation
 
     if not os.path.isfile(shipped):
         print(f"[1/4] no pretrained model at {shipped} (data/train_demo128.py trains it); skipped")
@@ -135,11 +153,20 @@ def shipped_model(out_dir: str, shipped: str = SHIPPED) -> tuple[dict, str] | No
     print(f"[1/4] the pretrained model {shipped}: reconstructing the held-out clips of data/demo128 "
           f"from their first frame")
     rows = held_out_report(config, shipped, os.path.join(out_dir, "pretrained"), motion=True)
+    print_report(PRETRAINED_TITLE.format(shipped=shipped), rows)
     video = os.path.join(out_dir, "animation.mp4")
-    print(f"[2/4] animating {os.path.relpath(SHIPPED_SOURCE, ROOT)} with {os.path.relpath(SHIPPED_DRIVING, ROOT)}")
+    print(f"\n[2/4] animating {os.path.relpath(SHIPPED_SOURCE, ROOT)} (a face the model never saw) with "
+          f"{os.path.relpath(SHIPPED_DRIVING, ROOT)}, then the same face pasted back into its whole photo")
     run_animation(config, shipped, SHIPPED_SOURCE, SHIPPED_DRIVING, video, mode="relative", crop="none", audio=False)
     side_by_side_image(SHIPPED_SOURCE, SHIPPED_DRIVING, video, os.path.join(out_dir, "side_by_side.png"))
-    return rows, video
+    photo = write_full_photo(os.path.join(out_dir, "astronaut.png"))
+    pasted = os.path.join(out_dir, "animation_pasted.mp4")
+    run_animation(config, shipped, photo, SHIPPED_DRIVING, pasted, mode="relative", crop="face", audio=False,
+                  paste_back=True)
+    unseen = motion_correlation(video, SHIPPED_DRIVING)
+    print(f"unseen face: landmark motion r {unseen['pearson']:.3f} against the driving clip "
+          f"({unseen['steps']} of {unseen['steps_total']} frame steps with a face in both)")
+    return rows, {"pearson": unseen["pearson"], "video": video, "pasted": pasted}
 
 
 def short_training(args, log_dir: str, checkpoint: str) -> dict:
@@ -219,13 +246,17 @@ def main(argv=None) -> int:
 
     print("\nheld-out reconstruction L1 (lower is better; pixel values in [0, 1]); ratio = model / repeat source")
     if shipped is not None:
-        print_report(f"pretrained model, 128 px ({args.shipped}); motion r: landmark motion vs the driving clip",
-                     shipped[0])
+        print_report(PRETRAINED_TITLE.format(shipped=args.shipped), shipped[0])
     if short is not None:
         print_report("short run from scratch, 64 px (config/demo.yaml); motion r: landmark motion vs the driving clip",
                      short)
+    if shipped is not None:
+        print(f"\nunseen face (data/demo128/source.png) driven by {os.path.basename(SHIPPED_DRIVING)}: "
+              f"landmark motion r {shipped[1]['pearson']:.3f}")
     print(f"\nanimation       {os.path.join(out_dir, 'animation.mp4')}\n"
           f"side by side    {os.path.join(out_dir, 'side_by_side.png')}")
+    if shipped is not None:
+        print(f"pasted back     {shipped[1]['pasted']}")
     if curves:
         print(f"training curves {curves}")
     if short is not None:

@@ -45,9 +45,16 @@ def test_demo_smoke(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
     for path in ("checkpoints/demo.pth.tar", "demo_out/animation.mp4", "demo_out/side_by_side.png",
-                 "demo_out/training_curves.png", "demo_out/pretrained/reconstruction/l1.json",
+                 "demo_out/animation_pasted.mp4", "demo_out/training_curves.png",
+                 "demo_out/pretrained/reconstruction/l1.json",
                  "demo_out/short_run/reconstruction/l1.json", "log/demo/log.txt"):
         assert os.path.getsize(tmp_path / path) > 0, path
+    # the order make demo promises: the pretrained table, then the unseen face (with its motion r), then training
+    first_table = out.index("\npretrained model, 128 px")
+    unseen = re.search(rf"^unseen face: landmark motion r ({NUMBER}) against the driving clip", out, flags=re.M)
+    assert unseen, out
+    assert first_table < out.index("[2/4]") < unseen.start() < out.index("[3/4]"), out
+    assert re.search(rf"unseen face \(data/demo128/source.png\) driven by .*: landmark motion r {NUMBER}$", out, flags=re.M)
 
     pretrained = table(out, "pretrained model, 128 px")
     assert set(pretrained) == {"carphone-heldout#000", "single_face-heldout#000", "wolfganglanger-heldout#000",
@@ -66,6 +73,8 @@ def test_demo_smoke(tmp_path):
 
     driving = os.path.join(ROOT, "data", "demo128", "test", "wolfganglanger-heldout#000.mp4")
     assert open_video(str(tmp_path / "demo_out" / "animation.mp4")).num_frames == open_video(driving).num_frames
+    pasted = open_video(str(tmp_path / "demo_out" / "animation_pasted.mp4"))
+    assert pasted.num_frames == open_video(driving).num_frames and (pasted.height, pasted.width) == (512, 512)
 
 
 def test_demo_without_a_pretrained_model(tmp_path):
