@@ -554,6 +554,9 @@ def train_avd(config: dict, models: dict[str, nn.Module], checkpoint: str, log_d
 
 
 def avd_training_class(family: str) -> type:
-    """The AVD stage of a family: its training class's `avd_stage` (MRAA: regions), else `AVDTraining`
-    (TPSMM's keypoints)."""
-    return getattr(training_class(family), "avd_stage", AVDTraining)
+    """The AVD stage of a family: its training class's `avd_stage` (MRAA: regions), TPSMM's `AVDTraining`
+    (keypoints); a family with neither (FOMM) is a one-line UserError."""
+    stage = getattr(training_class(family), "avd_stage", None)
+    if stage is None and family != "tpsmm":
+        raise UserError(f"model family {family!r} has no AVD stage (--mode train_avd is for TPSMM and MRAA configs)")
+    return stage or AVDTraining

@@ -185,3 +185,18 @@ def test_fine_tuning_from_a_published_avd_stage_file(tmp_path, dataset, capsys):
     count = sum(1 for name in NETWORKS for _ in published[name].parameters())
     assert len(data["optimizer_reconstruction"]["param_groups"][0]["params"]) == count
     assert "starts fresh" in (tmp_path / "ft" / "log.txt").read_text()
+
+
+def test_train_avd_picks_the_family_stage_and_refuses_a_family_without_one(tmp_path, capsys):
+    import run
+    from modules.mraa.training import MRAAAVDTraining
+    from modules.tpsmm_training import AVDTraining
+    from train import avd_training_class
+
+    assert avd_training_class("mraa") is MRAAAVDTraining and avd_training_class("tpsmm") is AVDTraining
+    fixtures = os.path.join(ROOT, "tests", "fixtures")
+    code = run.main(["--config", os.path.join(fixtures, "fomm_tiny.yaml"), "--mode", "train_avd", "--checkpoint",
+                     os.path.join(fixtures, "fomm_tiny.pth.tar"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "model family 'fomm' has no AVD stage" in err and "Traceback" not in err
+    assert not os.path.exists(os.path.join(fixtures, "avd"))
