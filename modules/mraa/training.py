@@ -1,4 +1,4 @@
-"""MRAA training (Siarohin et al., CVPR 2021): the reconstruction stage (Sec. 3.4) and the AVD stage (Sec. 3.3).
+"""MRAA training (Siarohin et al., CVPR 2021): the reconstruction stage and the AVD stage (Sec. 3.3).
 
 Both are training classes of the framework's one trainer (the interface is in train.py's docstring):
 
