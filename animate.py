@@ -517,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt as err:  # before the session runs (once it runs, Ctrl-C / SIGTERM end it normally)
+            stopped = isinstance(err, Terminated)
+            print(f"error: {'terminated (SIGTERM)' if stopped else 'interrupted'}", file=sys.stderr)
+            return 143 if stopped else 130
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

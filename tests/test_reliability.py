@@ -695,6 +695,23 @@ def test_sigterm_exits_143_and_leaves_no_output(tmp_path, tiny_config_path, tiny
     assert os.listdir(tmp_path) == []
 
 
+def test_sigterm_before_a_live_session_runs_exits_143(tmp_path, tiny_config_path, tiny_checkpoint, capsys,
+                                                     monkeypatch):
+    """Issue 25 item 8, the --live path: a SIGTERM while the session is being set up was a traceback."""
+    import animate
+    from web import live
+
+    def setting_up(*args, **kwargs):  # the SIGTERM arrives while the models load
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        pytest.fail("SIGTERM did not stop the set-up")
+
+    monkeypatch.setattr(live, "animate_live", setting_up)
+    assert animate.main(["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image", PHOTO,
+                         "--driving_video", CLIP, "--live", "--live_frames", "3", "--cpu"]) == 143
+    assert "terminated (SIGTERM)" in one_line_error(capsys)
+
+
 def test_two_faces_say_which_one_is_animated(tmp_path, tiny_config_path, tiny_checkpoint, capsys, monkeypatch):
     """Issue 25 item 8: with two faces in the photo nothing said which one was animated."""
     import animate
