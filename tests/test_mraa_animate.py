@@ -102,6 +102,15 @@ def test_relative_movement_scale(io, models):
     assert abs(animator._scale - info["movement_scale"]) <= 1e-6  # (its copy folds the UpBlocks: 1e-7 apart)
 
 
+def test_movement_scale_of_a_degenerate_hull_is_one():
+    """Two regions (or centres on a line) have no hull area: scale 1 instead of inf / NaN shifts."""
+    line = {"shift": torch.tensor([[[0.0, 0.0], [0.5, 0.5], [-0.5, -0.5]]])}
+    triangle = {"shift": torch.tensor([[[0.0, 0.0], [0.5, 0.0], [0.0, 0.5]]])}
+    assert movement_scale(triangle, line) == 1.0 and movement_scale(line, triangle) == 1.0
+    half = {"shift": triangle["shift"] * 0.5}
+    assert movement_scale(half, triangle) == pytest.approx(0.5, abs=1e-12)
+
+
 def test_relative_keeps_the_driving_covariance(io, models):
     """Only shift and affine are transferred: covar (hence the driving Gaussians) stays the driving frame's."""
     out = MRAAAnimator(models, io["inputs"]["source"], mode="relative").generate(io["inputs"]["driving"])

@@ -24,8 +24,15 @@ MRAA_MODES = ("standard", "relative", "avd")
 
 def movement_scale(source_params: dict, initial_params: dict) -> float:
     """sqrt(hull area of the source shifts) / sqrt(hull area of the first driving frame's), batch element 0,
-    float64 (the published relative mode always applies it)."""
-    return float(np.sqrt(hull_area(source_params["shift"][0])) / np.sqrt(hull_area(initial_params["shift"][0])))
+    float64 (the published relative mode always applies it).
+
+    Where either hull is degenerate (fewer than 3 regions, or centres on one line: area 0) the scale is 1
+    (the published code's scipy ConvexHull raises there; a zero area would make every shift inf or NaN).
+    """
+    source_area, initial_area = hull_area(source_params["shift"][0]), hull_area(initial_params["shift"][0])
+    if source_area <= 0 or initial_area <= 0:
+        return 1.0
+    return float(np.sqrt(source_area) / np.sqrt(initial_area))
 
 
 def relative_region_params(source_params: dict, driving_params: dict, initial_params: dict,
