@@ -239,7 +239,7 @@ def test_failure_while_writing_leaves_no_file(tiny_config_path, tiny_checkpoint,
 
 
 def test_sigterm_mid_run_leaves_no_file(tiny_config_path, tiny_checkpoint, media, tmp_path, capsys, monkeypatch):
-    """`kill <pid>` during the animation: exit code 130, the partial outputs are removed."""
+    """`kill <pid>` during the animation: exit code 143 (128 + SIGTERM), the partial outputs are removed."""
     import signal
 
     calls = []
@@ -256,7 +256,7 @@ def test_sigterm_mid_run_leaves_no_file(tiny_config_path, tiny_checkpoint, media
     code, _, err = run(["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image",
                         media["photo"], "--driving_video", media["face_short"], "--result_video",
                         str(tmp_path / "r.mp4"), "--side_by_side", str(tmp_path / "s.mp4"), "--batch_size", "4"], capsys)
-    assert code == 130 and err.strip() == "error: interrupted; no output written"
+    assert code == 143 and err.strip() == "error: terminated (SIGTERM); no output written"
     assert os.listdir(tmp_path) == [] and len(calls) == 2
     assert signal.getsignal(signal.SIGTERM) == handler  # restored
 
