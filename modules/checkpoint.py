@@ -198,9 +198,9 @@ def latest_checkpoint(folder: str | os.PathLike, prefix: str = "",
                       skipped: list[str] | None = None) -> str | None:
     """The newest complete training checkpoint in `folder` (for `--checkpoint auto`), or None.
 
-    `<prefix>checkpoint.pth.tar` if it reads and holds an epoch (`epoch`, or a stage's `epoch_<stage>` as
-    MRAA's `epoch_reconstruction`; it is always written
-    first), else the highest-numbered `<prefix>%08d-checkpoint.pth.tar` that does.
+    `<prefix>checkpoint.pth.tar` if it reads and holds an epoch (`epoch`, or a stage's `epoch_<stage>`
+    such as MRAA's `epoch_reconstruction`; it is always written first), else the highest-numbered
+    `<prefix>%08d-checkpoint.pth.tar` that does.
     skipped: gets '<path>: <why>' for each newer checkpoint passed over (unreadable, no epoch).
     """
     folder = os.fspath(folder)
