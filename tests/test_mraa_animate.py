@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from modules import build_models, load_checkpoint, save_checkpoint
+from modules import build_models, load_checkpoint
 from modules.mraa.animation import MRAAAnimator, animate_mraa_plain, make_mraa_animation, movement_scale
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -33,12 +33,14 @@ def io():
 
 @pytest.fixture(scope="module")
 def mraa_checkpoint(tmp_path_factory):
-    """mraa_tiny.yaml's checkpoint in the published AVD-stage layout, from the weight recipe (as the fixture's)."""
+    """mraa_tiny.yaml's checkpoint in the published AVD-stage layout (both optimizer entries, epoch_avd), from
+    the weight recipe, as the fixture's own mraa_tiny.pth.tar (not committed) was built."""
+    from modules.mraa.checkpoint import save_published_checkpoint
     from modules.mraa.weight_recipe import fill_mraa_models
 
     models = fill_mraa_models(build_models(CONFIG))
     path = tmp_path_factory.mktemp("mraa") / "mraa_tiny.pth.tar"
-    save_checkpoint(path, models, epoch=29)
+    save_published_checkpoint(path, models, epoch_avd=29)
     return str(path)
 
 
