@@ -93,9 +93,13 @@ def auto_resume(log_dir: str) -> tuple[str | None, str]:
                         f"give --checkpoint PATH of a good one, or a new --log_dir to start over")
     if not entries or any(name in entries for name in RUN_FOLDER_FILES):
         return None, f"--checkpoint auto: no checkpoint in {log_dir}, fresh start"
-    runs = [(os.path.getmtime(ckpt), os.path.join(log_dir, name)) for name in entries
-            if os.path.isdir(os.path.join(log_dir, name))
-            for ckpt in [latest_checkpoint(os.path.join(log_dir, name))] if ckpt]
+    runs = []  # (newest checkpoint's time, run folder) of the subfolders holding checkpoints (not read: names)
+    for name in entries:
+        sub = os.path.join(log_dir, name)
+        found = [os.path.join(sub, f) for f in (os.listdir(sub) if os.path.isdir(sub) else [])
+                 if f.endswith("checkpoint.pth.tar")]
+        if found:
+            runs.append((max(os.path.getmtime(f) for f in found), sub))
     if runs:
         newest = max(runs)[1]
         newest = newest if os.path.relpath(newest).startswith("..") else os.path.relpath(newest)

@@ -58,7 +58,7 @@ from utils import optim
 from utils.config import save_config
 from utils.errors import UserError
 from utils.io import stale_temporaries_in
-from utils.runlock import RunLock, RunLockedError
+from utils.runlock import RunLock
 from utils.frame_size import frame_size
 
 log = logging.getLogger("train")
@@ -367,7 +367,7 @@ class _Run:
             self.lock = RunLock(self.log_dir)
             try:
                 self.lock.acquire()
-            except RunLockedError as err:
+            except UserError as err:  # RunLockedError, or a folder that cannot be written
                 refused = str(err)
             else:
                 if self.lock.took_over:
@@ -376,7 +376,7 @@ class _Run:
                     self._notes.append(note)
         refused = du.broadcast_object(refused)
         if refused:
-            raise RunLockedError(refused)
+            raise UserError(refused)
 
     def release_lock(self) -> None:
         if self.lock is not None:

@@ -84,10 +84,10 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         """Take the lock (creating the folder), or raise RunLockedError naming the live holder."""
-        os.makedirs(self.folder, exist_ok=True)
         content = f"{self.host} {self.pid} {process_start(self.pid)}\n".encode()
         for _ in range(3):
             try:
+                os.makedirs(self.folder, exist_ok=True)
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = _read(self.path)
@@ -104,6 +104,9 @@ class RunLock:
                 except FileNotFoundError:
                     pass
                 continue
+            except OSError as err:  # a read-only or full filesystem, a file where the folder should be
+                raise UserError(f"cannot write into the run folder {self.folder}: "
+                                f"{err.strerror or err} ({self.path})") from None
             with os.fdopen(fd, "wb") as handle:
                 handle.write(content)
             self.held = True
