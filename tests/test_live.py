@@ -121,6 +121,30 @@ def test_cli_live_from_loopback_stream(tmp_path, tiny_config_path, tiny_checkpoi
     assert steps.max() > 0.5                           # the photo moves with the stream
 
 
+def test_stream_without_live_writes_every_frame_read(tmp_path, tiny_config_path, tiny_checkpoint, capsys):
+    """Without --live a stream is recorded (issue 25): `--live_frames N` reads N frames and writes all N."""
+    import animate
+    from utils.video import open_video
+    from web.harness import free_port
+
+    port = free_port()
+    server = _serve_stream(port)
+    out = tmp_path / "recorded"
+    frames = 12
+    try:
+        time.sleep(1.0)  # ffmpeg listening
+        code = animate.main(["--config", tiny_config_path, "--checkpoint", tiny_checkpoint, "--source_image", PHOTO,
+                             "--driving_video", f"tcp://127.0.0.1:{port}", "--result_video", str(out),
+                             "--live_frames", str(frames), "--cpu", "--quiet", "--batch_size", "4"])
+    finally:
+        server.kill()
+        server.wait(10)
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"({frames} frames, every frame read from the stream, none dropped" in printed, printed
+    assert len(open_video(str(out))) == frames
+
+
 def test_cli_live_needs_an_output_without_display(tmp_path, tiny_config_path, tiny_checkpoint):
     run = subprocess.run([sys.executable, os.path.join(ROOT, "animate.py"), "--config", tiny_config_path,
                           "--checkpoint", tiny_checkpoint, "--source_image", PHOTO, "--driving_video", CLIP,
