@@ -104,3 +104,25 @@ def test_demo_and_reconstruction_take_auto(flags, asked, words, tmp_path, tiny_c
                                 "--max_videos", "1", "--no_mp4", "--quiet", "--device", "cpu",
                                 "--precision", asked]) == 0
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags,expected", [(AVX2, "fp32"), (AVX512_BF16, "bf16")])
+def test_every_registered_familys_animator_resolves_auto(flags, expected, monkeypatch):
+    """TPSMM, FOMM and MRAA animators (and any family built on modules.animation.engine_precision)."""
+    from modules import build_models
+    from modules.family import family_of_models
+
+    monkeypatch.setattr(up, "cpu_flags", lambda path="/proc/cpuinfo": frozenset(flags))
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    configs = {"tpsmm": os.path.join(root, "tests", "fixtures", "tiny.yaml"),
+               "fomm": os.path.join(root, "tests", "fixtures", "fomm_tiny.yaml"),
+               "mraa": os.path.join(root, "tests", "fixtures", "mraa_tiny.yaml")}
+    for name, config in configs.items():
+        if not os.path.exists(config):
+            pytest.fail(f"missing fixture {config}")
+        models = {k: m.eval() for k, m in build_models(config).items()}
+        family = family_of_models(models)
+        animator = family.animator_class()(models, torch.rand(1, 3, 64, 64), precision="auto")
+        assert animator.precision == expected, name

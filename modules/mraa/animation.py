@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modules.animation import _check_frames, check_precision, hull_area, prepared
+from modules.animation import _check_frames, engine_precision, hull_area, prepared
 from modules.mraa import size_multiple
 
 MRAA_MODES = ("standard", "relative", "avd")
@@ -107,8 +107,7 @@ class MRAAAnimator:
             raise ValueError("background=True needs a bg_predictor in the models")
         _check_frames("source", source, batch_one=True)
         self.mode = mode
-        self.precision = precision
-        self.dtype = check_precision(precision, "MRAA")
+        self.precision, self.dtype = engine_precision(precision, "MRAA", source.device)  # 'auto' -> fp32/bf16/fp16
         if channels_last is None:
             channels_last = self.dtype != torch.float32
         opts = dict(dtype=self.dtype, channels_last=channels_last, fold_upsampling=fold_upsampling)
