@@ -58,3 +58,13 @@ def test_heartbeat_refreshes_the_lock(tmp_path):
     assert time.time() - os.path.getmtime(path) < 60
     lock.release()
     assert not path.exists()
+
+
+@pytest.mark.parametrize("where", ["is a file", "under a file"])
+def test_a_folder_that_cannot_be_made_is_one_line(where, tmp_path):
+    from utils.errors import UserError
+
+    (tmp_path / "blocker").write_text("x")
+    folder = tmp_path / "blocker" if where == "is a file" else tmp_path / "blocker" / "run"
+    with pytest.raises(UserError, match=f"cannot (create|write into) the run folder {folder}"):
+        RunLock(folder).acquire()

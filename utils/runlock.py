@@ -85,9 +85,12 @@ class RunLock:
     def acquire(self) -> "RunLock":
         """Take the lock (creating the folder), or raise RunLockedError naming the live holder."""
         content = f"{self.host} {self.pid} {process_start(self.pid)}\n".encode()
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as err:  # a file where the folder should be, a read-only filesystem
+            raise UserError(f"cannot create the run folder {self.folder}: {err.strerror or err}") from None
         for _ in range(3):
             try:
-                os.makedirs(self.folder, exist_ok=True)
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = _read(self.path)
