@@ -29,6 +29,8 @@ def test_explicit_emulated_precision_runs_with_a_one_line_warning():
     assert resolve_precision("bf16", "cpu", flags=AVX512_BF16).warning is None  # native: no warning
     assert "emulated" in resolve_precision("fp16", "cpu", flags=AMX).warning
     assert resolve_precision("fp32", "cpu", flags=AVX2).warning is None
+    assert resolve_precision("fp32", "cpu", flags=AVX2).why == "asked"
+    assert resolve_precision("fp32", "cpu", flags=AMX).why.startswith("asked; auto would pick bf16")
     with pytest.raises(ValueError, match="one of auto, fp32, bf16, fp16"):
         resolve_precision("int8", "cpu", flags=AVX2)
 

@@ -111,7 +111,8 @@ def resolve_precision(precision: str, device: Any, supported: Iterable[str] = PR
     if precision not in supported:
         raise ValueError(f"precision must be one of {', '.join(('auto',) + supported)} here, got {precision!r}")
     if precision in native:
-        return Precision(precision, f"asked; native: {words}")
+        auto = resolve_precision("auto", device, supported, flags, capability).name
+        return Precision(precision, "asked" if auto == precision else f"asked; auto would pick {auto}: {words}")
     slower = "about 5-7x the time of fp32 (measured on an AVX2 CPU)" if kind == "cpu" and precision == "bf16" \
         else "several times the time of fp32"
     return Precision(precision, f"asked; emulated: {words}",
