@@ -7,7 +7,11 @@ created or changed.
 from __future__ import annotations
 
 import errno
+import functools
+import http.server
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -262,15 +266,13 @@ def test_second_run_in_a_locked_run_folder_exits_2_and_the_first_finishes(tmp_pa
     assert not (run_dir / "run.lock").exists()
 
 
-class _RangeHandler(__import__("http.server").server.SimpleHTTPRequestHandler):
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with HTTP Range requests, as web servers serve them (ffmpeg seeks to an mp4's index)."""
 
     def log_message(self, *args):
         pass
 
     def send_head(self):
-        import re
-
         path = self.translate_path(self.path)
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if not os.path.isfile(path) or not match:
@@ -285,20 +287,15 @@ class _RangeHandler(__import__("http.server").server.SimpleHTTPRequestHandler):
         self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        import io
-
         return io.BytesIO(body)
 
 
 def test_a_video_url_is_animated_frame_by_frame_and_live_drops_saying_so(tmp_path, tiny_config_path,
                                                                           tiny_checkpoint, capsys):
     """Issue 25 item 1: `--driving_video http://HOST/clip.mp4` wrote 2 frames of 118 ("116 stale frames dropped")."""
-    import functools
-    import http.server
     import threading
 
     import animate
-    import numpy as np
     from utils.media import open_writer
 
     frames = 16
@@ -324,8 +321,6 @@ def test_a_video_url_is_animated_frame_by_frame_and_live_drops_saying_so(tmp_pat
     finally:
         server.shutdown()
         server.server_close()
-    import re
-
     shown, dropped = (int(v) for v in re.search(r"live: (\d+) frames .* (\d+) stale frames dropped", out).groups())
     assert dropped > 0 and shown + dropped == frames, out  # real time: the newest frame first, the rest dropped
 
