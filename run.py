@@ -96,10 +96,10 @@ def auto_resume(log_dir: str) -> tuple[str | None, str]:
     runs = []  # (newest checkpoint's time, run folder) of the subfolders holding checkpoints (not read: names)
     for name in entries:
         sub = os.path.join(log_dir, name)
-        found = [os.path.join(sub, f) for f in (os.listdir(sub) if os.path.isdir(sub) else [])
+        files = [os.path.join(sub, f) for f in (os.listdir(sub) if os.path.isdir(sub) else [])
                  if f.endswith("checkpoint.pth.tar")]
-        if found:
-            runs.append((max(os.path.getmtime(f) for f in found), sub))
+        if files:
+            runs.append((max(os.path.getmtime(f) for f in files), sub))
     if runs:
         newest = max(runs)[1]
         newest = newest if os.path.relpath(newest).startswith("..") else os.path.relpath(newest)
