@@ -191,9 +191,9 @@ def test_unsupported_precision_is_an_error_naming_the_family(tiny_models, fomm_m
     from modules.animation import make_animation
 
     source, driving = clip
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16 for the TPSMM family, got 'int8'"):
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16 for the TPSMM family, got 'int8'"):
         Animator(tiny_models, source, precision="int8")
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16 for the FOMM family, got 'fp64'"):
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16 for the FOMM family, got 'fp64'"):
         FOMMAnimator(fomm_models, source, precision="fp64")
     with pytest.raises(ValueError, match="FOMM family, got 'int8'"):
         make_animation(source, driving, fomm_models, precision="int8")

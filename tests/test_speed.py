@@ -194,7 +194,7 @@ def _tensors(obj):
 
 def test_bad_precision_is_a_clear_error(tiny_models, clip):
     source, driving = clip
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16 for the TPSMM family, got .int8."):
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16 for the TPSMM family, got .int8."):
         Animator(tiny_models, source, precision="int8")
     with pytest.raises(ValueError, match="precision"):
         make_animation(source, driving, tiny_models, precision="double")
