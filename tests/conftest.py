@@ -4,14 +4,21 @@ from __future__ import annotations
 import os
 import sys
 
-import pytest
-import torch
+# Under pytest-xdist (`make test` runs one worker per core) each worker, and every process a test starts,
+# computes on one thread: the workers share the cores instead of fighting over them.
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+if XDIST_WORKERS > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+
+import pytest  # noqa: E402  (after the thread environment, which torch reads when it loads)
+import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(1 if XDIST_WORKERS > 1 else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")
