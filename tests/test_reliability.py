@@ -12,6 +12,7 @@ import http.server
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,11 +136,24 @@ def _train(tmp_path, config: str, *extra: str) -> int:
     return run.main(["--config", config, "--log_dir", str(tmp_path / "log"), "--device", "cpu", *extra])
 
 
-def test_failed_resume_leaves_the_run_folder_byte_for_byte(tmp_path, capsys):
-    config = tiny_config(tmp_path)
-    assert _train(tmp_path, config) == 0
-    capsys.readouterr()
+@pytest.fixture(scope="module")
+def one_epoch_log(tmp_path_factory):
+    """`<log>/<run>/` of one finished 1-epoch run of tiny_config (trained once for the tests that start from it)."""
+    tmp_path = tmp_path_factory.mktemp("one_epoch")
+    assert _train(tmp_path, tiny_config(tmp_path, "one.yaml", num_epochs=1)) == 0
+    return tmp_path / "log"
+
+
+def _trained(tmp_path, one_epoch_log) -> str:
+    """A copy of the 1-epoch run as `tmp_path/log/<run>` (as `_train(tmp_path, one.yaml)` leaves it); its folder."""
+    shutil.copytree(one_epoch_log, tmp_path / "log")
     (run_dir,) = (tmp_path / "log").iterdir()
+    return run_dir
+
+
+def test_failed_resume_leaves_the_run_folder_byte_for_byte(tmp_path, capsys, one_epoch_log):
+    config = tiny_config(tmp_path)
+    run_dir = _trained(tmp_path, one_epoch_log)
     checkpoint = run_dir / "checkpoint.pth.tar"
     before = snapshot(run_dir)
     assert "config.yaml" in before and any(k.startswith("tensorboard") for k in before)
@@ -155,9 +169,8 @@ def test_failed_resume_leaves_the_run_folder_byte_for_byte(tmp_path, capsys):
     assert snapshot(run_dir) == before
 
 
-def test_resume_after_kill_9_during_a_checkpoint_write(tmp_path, capsys):
-    assert _train(tmp_path, tiny_config(tmp_path, "one.yaml", num_epochs=1)) == 0
-    (run_dir,) = (tmp_path / "log").iterdir()
+def test_resume_after_kill_9_during_a_checkpoint_write(tmp_path, capsys, one_epoch_log):
+    run_dir = _trained(tmp_path, one_epoch_log)
     checkpoint = run_dir / "checkpoint.pth.tar"
     config = tiny_config(tmp_path, "two.yaml", num_epochs=2)
     # a process killed with SIGKILL in the middle of writing the checkpoint's temporary
@@ -178,10 +191,9 @@ def test_resume_after_kill_9_during_a_checkpoint_write(tmp_path, capsys):
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1  # the resumed run trained its second epoch
 
 
-def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
-    log = tmp_path / "log"
-    assert _train(tmp_path, tiny_config(tmp_path, "one.yaml", num_epochs=1)) == 0
-    (run_dir,) = log.iterdir()
+def test_disk_full_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch,
+                                                                             one_epoch_log):
+    run_dir = _trained(tmp_path, one_epoch_log)
     checkpoint = run_dir / "checkpoint.pth.tar"
     previous = checkpoint.read_bytes()
 
@@ -562,10 +574,9 @@ def test_offline_download_creates_no_folder(tmp_path, capsys):
     assert os.listdir(tmp_path) == []
 
 
-def test_disk_full_in_torch_zip_writer_is_one_line(tmp_path, capsys, monkeypatch):
+def test_disk_full_in_torch_zip_writer_is_one_line(tmp_path, capsys, monkeypatch, one_epoch_log):
     """Issue 25 item 6: torch's zip writer reports a full disk as RuntimeError, which was a traceback."""
-    assert _train(tmp_path, tiny_config(tmp_path, "one.yaml", num_epochs=1)) == 0
-    (run_dir,) = (tmp_path / "log").iterdir()
+    run_dir = _trained(tmp_path, one_epoch_log)
     checkpoint = run_dir / "checkpoint.pth.tar"
     previous = checkpoint.read_bytes()
 
@@ -619,11 +630,10 @@ def test_address_space_limit_is_a_one_line_refusal(make, extra, words, tmp_path,
     assert snapshot(tmp_path) == before
 
 
-def test_stale_temporaries_of_every_checkpoint_are_removed_on_resume(tmp_path, capsys):
+def test_stale_temporaries_of_every_checkpoint_are_removed_on_resume(tmp_path, capsys, one_epoch_log):
     """Issue 25 item 7: a kill -9 during an epoch checkpoint left `NNNNNNNN-checkpoint.pth.tar.tmp.PID` for
     ever (the clean-up looked only at the checkpoint being written)."""
-    assert _train(tmp_path, tiny_config(tmp_path, "one.yaml", num_epochs=1)) == 0
-    (run_dir,) = (tmp_path / "log").iterdir()
+    run_dir = _trained(tmp_path, one_epoch_log)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = run_dir / f"00000000-checkpoint.pth.tar.tmp.{dead.pid}"
