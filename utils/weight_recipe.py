@@ -8,6 +8,7 @@ by a rule that depends only on the key's last component and the shapes (see
 from __future__ import annotations
 
 import zlib
+from typing import Callable
 
 import numpy as np
 import torch
@@ -66,18 +67,32 @@ def recipe_value(key: str, shape: tuple[int, ...], shapes: dict[str, tuple[int, 
     raise KeyError(f"weight recipe has no rule for {key}")
 
 
-def fill_module(prefix: str, module: nn.Module) -> nn.Module:
-    """Fill every tensor of `module` in place from the keys '<prefix>.<state_dict key>'."""
+def he_uniform(u: np.ndarray, shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
+    """`scale` x the He-uniform bound sqrt(6 / fan_in) times the hashed uniforms `u` (a conv or linear weight)."""
+    return scale * np.sqrt(6.0 / int(np.prod(shape[1:]))) * u
+
+
+def _keep_fixed_buffers(full_key: str, state_key: str) -> bool:
+    return full_key in FIXED_BUFFERS or state_key in FIXED_BUFFERS
+
+
+Value = Callable[[str, tuple[int, ...], dict[str, tuple[int, ...]]], np.ndarray]
+
+
+def fill_module(prefix: str, module: nn.Module, value: Value = recipe_value,
+                keep: Callable[[str, str], bool] = _keep_fixed_buffers) -> nn.Module:
+    """Fill every tensor of `module` in place from the keys '<prefix>.<state_dict key>' with `value(full key,
+    shape, shapes of the module)`, keeping those `keep(full key, state key)` names as constructed (TPSMM's rules
+    by default; the FOMM and MRAA recipes pass their own)."""
     state = module.state_dict()
     shapes = {f"{prefix}.{k}": tuple(v.shape) for k, v in state.items()}
     new = {}
     for k, v in state.items():
         full = f"{prefix}.{k}"
-        if full in FIXED_BUFFERS or k in FIXED_BUFFERS:
+        if keep(full, k):
             new[k] = v
             continue
-        value = recipe_value(full, tuple(v.shape), shapes)
-        new[k] = torch.from_numpy(np.asarray(value)).to(v.dtype).reshape(v.shape)
+        new[k] = torch.from_numpy(np.asarray(value(full, tuple(v.shape), shapes))).to(v.dtype).reshape(v.shape)
     module.load_state_dict(new)
     return module
 

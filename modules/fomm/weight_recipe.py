@@ -10,16 +10,11 @@ FOMM models for benchmarks without a checkpoint.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
-from utils.weight_recipe import hashed_uniform, recipe_value
+from utils.weight_recipe import fill_module, hashed_uniform, he_uniform, recipe_value
 
 KEEP = {"kp_detector.down.weight", "generator.dense_motion_network.down.weight", "vgg.mean", "vgg.std"}
-
-
-def _he(u: np.ndarray, shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
-    return scale * np.sqrt(6.0 / int(np.prod(shape[1:]))) * u
 
 
 def fomm_recipe_value(key: str, shape: tuple[int, ...], shapes: dict[str, tuple[int, ...]]) -> np.ndarray:
@@ -28,13 +23,13 @@ def fomm_recipe_value(key: str, shape: tuple[int, ...], shapes: dict[str, tuple[
     prefix = key[: -len(leaf)]
     numel = int(np.prod(shape)) if shape else 1
     if key == "kp_detector.jacobian.weight":
-        return _he(hashed_uniform(key, numel).reshape(shape), shape, 0.2)
+        return he_uniform(hashed_uniform(key, numel).reshape(shape), shape, 0.2)
     if key == "kp_detector.jacobian.bias":
         return np.tile(np.array([1.0, 0.0, 0.0, 1.0]), shape[0] // 4) + 0.1 * hashed_uniform(key, numel)
     if key == "generator.final.weight":
-        return _he(hashed_uniform(key, numel).reshape(shape), shape, 0.25)
+        return he_uniform(hashed_uniform(key, numel).reshape(shape), shape, 0.25)
     if leaf == "weight_orig":
-        return _he(hashed_uniform(key, numel).reshape(shape), shape)
+        return he_uniform(hashed_uniform(key, numel).reshape(shape), shape)
     if leaf == "weight_v":
         u = hashed_uniform(key, numel)
         return u / np.linalg.norm(u)
@@ -50,17 +45,8 @@ def fomm_recipe_value(key: str, shape: tuple[int, ...], shapes: dict[str, tuple[
 
 
 def fill_fomm_module(prefix: str, module: nn.Module) -> nn.Module:
-    """Fill `module` in place from the keys '<prefix>.<state_dict key>' (keeps state-dict metadata)."""
-    state = module.state_dict()
-    shapes = {f"{prefix}.{k}": tuple(v.shape) for k, v in state.items()}
-    for k, v in state.items():
-        full = f"{prefix}.{k}"
-        if full in KEEP:
-            continue
-        value = np.asarray(fomm_recipe_value(full, tuple(v.shape), shapes))
-        state[k] = torch.from_numpy(value).to(v.dtype).reshape(v.shape)
-    module.load_state_dict(state)
-    return module
+    """Fill `module` in place from the keys '<prefix>.<state_dict key>' (KEEP stays as constructed)."""
+    return fill_module(prefix, module, value=fomm_recipe_value, keep=lambda full, key: full in KEEP)
 
 
 def fill_fomm_models(models: dict[str, nn.Module]) -> dict[str, nn.Module]:

@@ -10,18 +10,13 @@ full-size MRAA models with it.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
-from utils.weight_recipe import hashed_uniform, recipe_value
+from utils.weight_recipe import fill_module, hashed_uniform, he_uniform, recipe_value
 
 KEEP = {"region_predictor.down.weight", "generator.pixelwise_flow_predictor.down.weight", "vgg.mean", "vgg.std"}
 BG_IDENTITY = {2: [0.0, 0.0], 6: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], 8: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]}
 AVD_AFFINE_DIAG = 0.4
-
-
-def _he(u: np.ndarray, shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
-    return scale * np.sqrt(6.0 / int(np.prod(shape[1:]))) * u
 
 
 def mraa_recipe_value(key: str, shape: tuple[int, ...], shapes: dict[str, tuple[int, ...]]) -> np.ndarray:
@@ -32,15 +27,15 @@ def mraa_recipe_value(key: str, shape: tuple[int, ...], shapes: dict[str, tuple[
         return hashed_uniform(key, numel).reshape(shape)
 
     if key == "region_predictor.jacobian.weight":
-        return _he(u(), shape, 0.2)
+        return he_uniform(u(), shape, 0.2)
     if key == "region_predictor.jacobian.bias":
         return np.array([1.0, 0.0, 0.0, 1.0]) + 0.1 * u()
     if key == "bg_predictor.fc.weight":
-        return _he(u(), shape, 0.01)
+        return he_uniform(u(), shape, 0.01)
     if key == "bg_predictor.fc.bias":
         return np.array(BG_IDENTITY[shape[0]]) + 0.02 * u()
     if key == "generator.final.weight":
-        return _he(u(), shape, 0.25)
+        return he_uniform(u(), shape, 0.25)
     if key == "avd_network.decoder.9.weight":
         return 0.01 * u()
     if key == "avd_network.decoder.9.bias":  # per region: shift x, shift y, affine 00, 01, 10, 11
@@ -52,17 +47,8 @@ def mraa_recipe_value(key: str, shape: tuple[int, ...], shapes: dict[str, tuple[
 
 
 def fill_mraa_module(prefix: str, module: nn.Module) -> nn.Module:
-    """Fill `module` in place from the keys '<prefix>.<state_dict key>'."""
-    state = module.state_dict()
-    shapes = {f"{prefix}.{k}": tuple(v.shape) for k, v in state.items()}
-    for k, v in state.items():
-        full = f"{prefix}.{k}"
-        if full in KEEP:
-            continue
-        value = np.asarray(mraa_recipe_value(full, tuple(v.shape), shapes))
-        state[k] = torch.from_numpy(value).to(v.dtype).reshape(v.shape)
-    module.load_state_dict(state)
-    return module
+    """Fill `module` in place from the keys '<prefix>.<state_dict key>' (KEEP stays as constructed)."""
+    return fill_module(prefix, module, value=mraa_recipe_value, keep=lambda full, key: full in KEEP)
 
 
 def fill_mraa_models(models: dict[str, nn.Module]) -> dict[str, nn.Module]:
