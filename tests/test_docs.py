@@ -174,11 +174,12 @@ def _split(text: str) -> list[list[str]]:
 
 
 def _invocations():
+    """(command, its words, (kind, target, arguments)) of every documented run of an entry point."""
     for command in commands():
         for tokens in _split(command.text):
             entry = _entry_point(tokens)
             if entry is not None:
-                yield command, entry
+                yield command, tokens, entry
 
 
 def _is_repo_path(value: str) -> bool:
@@ -238,7 +239,7 @@ def check_paths(args: list[str], created: frozenset[str] | set[str] = frozenset(
 
 def test_pages_have_commands_for_every_main_entry_point():
     """The extraction finds the commands the docs are about (else the checks below would pass vacuously)."""
-    targets = {target for _, (_, target, _) in _invocations()}
+    targets = {target for _, _, (_, target, _) in _invocations()}
     for needed in ("animate.py", "run.py", "demo.py", "reconstruction.py", "app.py", "datasets.prepare",
                    "modules.download", "evaluation"):
         assert needed in targets, f"no command runs {needed} in README.md or docs/*.md"
@@ -246,7 +247,7 @@ def test_pages_have_commands_for_every_main_entry_point():
 
 def test_every_flag_exists_in_its_entry_points_parser():
     problems = []
-    for command, (kind, target, args) in _invocations():
+    for command, _, (kind, target, args) in _invocations():
         parser = parser_of(kind, target)
         if parser is None:
             problems.append(f"{command.where()}\n    {target} builds no argparse parser")
@@ -258,10 +259,8 @@ def test_every_flag_exists_in_its_entry_points_parser():
 def test_every_repository_path_a_command_names_exists():
     problems = []
     created = created_paths()
-    for command in commands():
-        for tokens in _split(command.text):
-            if _entry_point(tokens) is not None:
-                problems += [f"{command.where()}\n    {p}" for p in check_paths(tokens, created)]
+    for command, tokens, _ in _invocations():
+        problems += [f"{command.where()}\n    {p}" for p in check_paths(tokens, created)]
     assert not problems, "\n".join(problems)
 
 
