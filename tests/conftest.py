@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 # Under pytest-xdist (`make test` runs one worker per core) each worker, and every process a test starts,
@@ -18,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+DEMO = os.path.join(ROOT, "data", "demo")
 torch.set_num_threads(1 if XDIST_WORKERS > 1 else max(1, min(2, os.cpu_count() or 1)))
 
 
@@ -53,3 +55,19 @@ def tiny_models(tiny_config_path, tiny_checkpoint):
     for m in models.values():
         m.eval()
     return models
+
+
+def copy_demo_clips(root, test: tuple[str, ...] = ("carphone#003.png",)) -> str:
+    """Real 64 px face clips (png strips of data/demo) in the published layout under `root`: the two training
+    clips carphone#000 and single_face#000, and `test`."""
+    for split, names in (("train", ("carphone#000.png", "single_face#000.png")), ("test", test)):
+        os.makedirs(os.path.join(root, split))
+        for name in names:
+            shutil.copy(os.path.join(DEMO, split, name), os.path.join(root, split, name))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """`copy_demo_clips` once per test module: 2 training clips, 1 test clip."""
+    return copy_demo_clips(tmp_path_factory.mktemp("data"))

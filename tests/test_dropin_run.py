@@ -10,22 +10,16 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from conftest import copy_demo_clips
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(ROOT, "data", "demo")
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """Real 64 px face clips (png strips from the demo data) in the published layout: 2 train, 2 test."""
-    root = tmp_path_factory.mktemp("data")
-    for split, names in (("train", ["carphone#000.png", "single_face#000.png"]),
-                         ("test", ["carphone#003.png", "single_face#003.png"])):
-        os.makedirs(root / split)
-        for name in names:
-            shutil.copy(os.path.join(DEMO, split, name), root / split / name)
-    return str(root)
+    return copy_demo_clips(tmp_path_factory.mktemp("data"), test=("carphone#003.png", "single_face#003.png"))
 
 
 def write_config(path, source: str, root: str, train: dict | None = None, **top) -> str:

@@ -10,11 +10,11 @@ import sys
 import torch
 import yaml
 
+from conftest import copy_demo_clips
 from modules.checkpoint import latest_checkpoint, save_checkpoint
 from modules.family import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(ROOT, "data", "demo")
 
 
 def test_latest_checkpoint_skips_unreadable_and_picks_newest(tmp_path):
@@ -34,11 +34,7 @@ def test_latest_checkpoint_skips_unreadable_and_picks_newest(tmp_path):
 
 
 def _config(tmp_path, tiny_config_path) -> str:
-    root = tmp_path / "data"
-    for split, names in (("train", ["carphone#000.png", "single_face#000.png"]), ("test", ["carphone#003.png"])):
-        os.makedirs(root / split)
-        for name in names:
-            shutil.copy(os.path.join(DEMO, split, name), root / split / name)
+    root = copy_demo_clips(tmp_path / "data")
     with open(tiny_config_path) as handle:
         raw = yaml.safe_load(handle)
     raw["dataset_params"]["root_dir"] = str(root)

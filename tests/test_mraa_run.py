@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 
 import pytest
 import torch
@@ -18,19 +17,7 @@ from modules import build_models, load_checkpoint, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "tests", "fixtures", "mraa_tiny.yaml")
-DEMO = os.path.join(ROOT, "data", "demo")
 NETWORKS = ("generator", "region_predictor", "bg_predictor")
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """Two real 64 px face clips (png strips from the demo data) in the published layout."""
-    root = tmp_path_factory.mktemp("data")
-    for split, names in (("train", ["carphone#000.png", "single_face#000.png"]), ("test", ["carphone#003.png"])):
-        os.makedirs(root / split)
-        for name in names:
-            shutil.copy(os.path.join(DEMO, split, name), root / split / name)
-    return str(root)
 
 
 def raw_config(root: str) -> dict:
@@ -50,10 +37,10 @@ def seeded_models(config: dict) -> dict:
     return build_models(config)
 
 
-def test_two_epochs_then_exact_resume_in_the_published_layout(tmp_path, dataset):
+def test_two_epochs_then_exact_resume_in_the_published_layout(tmp_path, tiny_dataset):
     from train import train
 
-    config = load_config(raw_config(dataset))
+    config = load_config(raw_config(tiny_dataset))
     straight = train(config, seeded_models(config), str(tmp_path / "a"))
     assert straight["epochs_run"] == 2
     assert set(straight["last_losses"]) == {"perceptual", "equivariance_shift", "equivariance_affine"}
@@ -83,10 +70,10 @@ def test_two_epochs_then_exact_resume_in_the_published_layout(tmp_path, dataset)
     assert latest_checkpoint(str(tmp_path / "a")) == str(tmp_path / "a" / "checkpoint.pth.tar")  # --checkpoint auto
 
 
-def test_bf16_autocast_step_is_finite(tmp_path, dataset):
+def test_bf16_autocast_step_is_finite(tmp_path, tiny_dataset):
     from train import train
 
-    raw = raw_config(dataset)
+    raw = raw_config(tiny_dataset)
     raw["train_params"].update({"num_epochs": 1, "precision": "bf16"})
     config = load_config(raw)
     summary = train(config, seeded_models(config), str(tmp_path / "bf16"))
@@ -94,13 +81,13 @@ def test_bf16_autocast_step_is_finite(tmp_path, dataset):
     assert all(0 < v < float("inf") for v in summary["last_losses"].values()), summary["last_losses"]
 
 
-def test_run_py_train_then_train_avd_then_reconstruction_and_evaluation(tmp_path, dataset, capsys):
+def test_run_py_train_then_train_avd_then_reconstruction_and_evaluation(tmp_path, tiny_dataset, capsys):
     import run
     from evaluation.cli import main as evaluate_main
     from evaluation.compare import main as compare_main
     from reconstruction import main as reconstruction_main
 
-    raw = raw_config(dataset)
+    raw = raw_config(tiny_dataset)
     raw["train_params"]["num_epochs"] = 1
     path = tmp_path / "mraa.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -159,7 +146,7 @@ def test_run_py_train_then_train_avd_then_reconstruction_and_evaluation(tmp_path
     assert "| mraa |" in row and "avd-checkpoint.pth.tar" in row and f"| {summary['l1']:.4f} |" in row
 
 
-def test_fine_tuning_from_a_published_avd_stage_file(tmp_path, dataset, capsys):
+def test_fine_tuning_from_a_published_avd_stage_file(tmp_path, tiny_dataset, capsys):
     """The released checkpoints hold the AVD optimizer under `optimizer_reconstruction` too: loading it into the
     reconstruction optimizer is a one-line error when strict; the trainer starts that optimizer fresh, says so,
     and trains from the file's weights."""
@@ -169,7 +156,7 @@ def test_fine_tuning_from_a_published_avd_stage_file(tmp_path, dataset, capsys):
     from modules.mraa.weight_recipe import fill_mraa_models
     from train import train
 
-    config = load_config(raw_config(dataset))
+    config = load_config(raw_config(tiny_dataset))
     config["train_params"]["num_epochs"] = 1
     published = fill_mraa_models(build_models(config))
     path = save_published_checkpoint(tmp_path / "published" / "tiny.pth", published, epoch_avd=29)

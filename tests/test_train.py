@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,18 +16,6 @@ from modules import build_models, load_checkpoint
 from modules.family import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(ROOT, "data", "demo")
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    """Two real 64 px face clips (png strips from the demo data) in the published layout."""
-    root = tmp_path_factory.mktemp("data")
-    for split, names in (("train", ["carphone#000.png", "single_face#000.png"]), ("test", ["carphone#003.png"])):
-        os.makedirs(root / split)
-        for name in names:
-            shutil.copy(os.path.join(DEMO, split, name), root / split / name)
-    return str(root)
 
 
 def tiny_train_config(tiny_config_path, root, **train):
